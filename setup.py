@@ -1,0 +1,27 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+requirements = [
+    line.strip()
+    for line in (here / "requirements.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+
+setup(
+    name="vggt-npu",
+    version="0.1.0",
+    description="VGGT (Visual Geometry Grounded Transformer) for Ascend NPUs, NVIDIA GPUs and CPUs",
+    long_description=(here / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["vggt", "vggt.*", "training", "training.*"]),
+    install_requires=requirements,
+    extras_require={
+        "test": ["pytest>=7", "ruff>=0.4"],
+        "export": ["pycolmap", "trimesh"],
+        "demo": ["viser", "gradio", "matplotlib"],
+    },
+    entry_points={"console_scripts": ["vggt = vggt.cli:main"]},
+)

@@ -1,0 +1,46 @@
+"""Shared test helpers: fixture paths, reference key lists, reference tolerances, synthetic models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vggt.config import VGGTConfig
+from vggt.models.vggt import VGGT
+from vggt.synthetic_weights import synthetic_state_dict
+from vggt.weights import build_model, load_weights
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def read_keys_tsv(name: str) -> list[tuple[str, tuple[int, ...]]]:
+    """(key, shape) rows of a reference key list, in file order."""
+    rows = (FIXTURES / name).read_text().splitlines()[1:]
+    return [(key, tuple(int(s) for s in shape.split(","))) for key, shape in (row.split("\t") for row in rows)]
+
+
+def synthetic_model(config: VGGTConfig) -> VGGT:
+    """A model built without random init and loaded with the reference's synthetic weights, in eval mode."""
+    model = build_model(config)
+    load_weights(model, synthetic_state_dict({k: v.shape for k, v in model.state_dict().items()}))
+    return model.eval()
+
+
+def assert_within_reference_tolerance(name: str, ours: torch.Tensor | np.ndarray, reference: np.ndarray) -> None:
+    """The fixture README's bound for dense outputs: max |diff| <= 1e-4 * max(1, max |reference|)."""
+    ours = ours.detach().cpu().numpy() if isinstance(ours, torch.Tensor) else np.asarray(ours)
+    assert ours.shape == reference.shape, f"{name}: shape {ours.shape} != reference {reference.shape}"
+    bound = 1e-4 * max(1.0, float(np.abs(reference).max()))
+    diff = float(np.abs(ours - reference).max())
+    assert diff <= bound, f"{name}: max |diff| {diff:.3g} exceeds {bound:.3g}"
+
+
+def assert_tracks_within_reference_tolerance(out: dict, ref: np.lib.npyio.NpzFile) -> None:
+    """Tracks: 1 px max and 0.2 px mean; visibility and confidence: 0.05."""
+    track_diff = np.abs(out["track"].numpy() - ref["track"])
+    assert track_diff.max() <= 1.0 and track_diff.mean() <= 0.2, (track_diff.max(), track_diff.mean())
+    for key in ("vis", "conf"):
+        assert out[key].shape == ref[key].shape
+        assert np.abs(out[key].numpy() - ref[key]).max() <= 0.05, key

@@ -1,0 +1,1 @@
+"""Training stack for VGGT (Hydra + torchrun DDP trainer, datasets, losses)."""

@@ -1,0 +1,1 @@
+"""Prediction heads: camera, dense (DPT) and track."""

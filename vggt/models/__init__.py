@@ -1,0 +1,1 @@
+"""VGGT and its aggregator."""

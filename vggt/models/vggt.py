@@ -1,0 +1,239 @@
+"""VGGT: images -> cameras, depth maps, point maps and point tracks in one forward pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from vggt.config import VGGTConfig
+from vggt.heads.camera_head import CameraHead
+from vggt.heads.dpt_head import DPTHead
+from vggt.heads.track_head import TrackHead
+from vggt.models.aggregator import Aggregator
+from vggt.runtime import autocast_disabled
+
+
+class VGGT(nn.Module, PyTorchModelHubMixin):
+    """`VGGT()` is VGGT-1B; `VGGT(config=VGGTConfig.tiny())` builds any preset.
+
+    Upstream's keyword arguments (`img_size`, `patch_size`, `embed_dim`, `enable_camera`,
+    `enable_point`, `enable_depth`, `enable_track`) override the config when given.
+    """
+
+    def __init__(
+        self,
+        img_size: int | None = None,
+        patch_size: int | None = None,
+        embed_dim: int | None = None,
+        enable_camera: bool | None = None,
+        enable_point: bool | None = None,
+        enable_depth: bool | None = None,
+        enable_track: bool | None = None,
+        config: VGGTConfig | dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        if config is None:
+            config = VGGTConfig()
+        elif isinstance(config, dict):
+            config = VGGTConfig.from_dict(config)
+        overrides = {
+            "img_size": img_size,
+            "patch_size": patch_size,
+            "embed_dim": embed_dim,
+            "enable_camera": enable_camera,
+            "enable_point": enable_point,
+            "enable_depth": enable_depth,
+            "enable_track": enable_track,
+        }
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if overrides:
+            config = VGGTConfig.from_dict({**config.to_dict(), **overrides})
+        self.config = c = config
+        self._hub_mixin_config = c.to_dict()  # what save_pretrained / push_to_hub write as config.json
+
+        def dense_head(output_dim: int, activation: str) -> DPTHead:
+            return DPTHead(
+                c.head_dim_in,
+                patch_size=c.patch_size,
+                output_dim=output_dim,
+                activation=activation,
+                conf_activation="expp1",
+                features=c.dpt_features,
+                out_channels=c.dpt_out_channels,
+                intermediate_layer_idx=c.dpt_intermediate_layers,
+            )
+
+        self.aggregator = Aggregator(c)
+        self.camera_head = (
+            CameraHead(
+                c.head_dim_in, c.camera_trunk_depth, c.camera_num_heads, c.mlp_ratio, c.init_values, c.camera_iterations
+            )
+            if c.enable_camera
+            else None
+        )
+        self.point_head = dense_head(4, "inv_log") if c.enable_point else None
+        self.depth_head = dense_head(2, "exp") if c.enable_depth else None
+        self.track_head = (
+            TrackHead(
+                c.head_dim_in,
+                patch_size=c.patch_size,
+                features=c.track_features,
+                out_channels=c.track_out_channels,
+                intermediate_layer_idx=c.dpt_intermediate_layers,
+                iters=c.tracker_iterations,
+                stride=c.tracker_stride,
+                corr_levels=c.tracker_corr_levels,
+                corr_radius=c.tracker_corr_radius,
+                hidden_size=c.tracker_hidden_size,
+                num_heads=c.tracker_num_heads,
+                depth=c.tracker_depth,
+                num_virtual_tracks=c.tracker_num_virtual_tracks,
+                max_scale=c.tracker_max_scale,
+            )
+            if c.enable_track
+            else None
+        )
+
+    def forward(
+        self, images: torch.Tensor, query_points: torch.Tensor | None = None, frames_chunk_size: int | None = 8
+    ) -> dict[str, Any]:
+        """images: [S, 3, H, W] or [B, S, 3, H, W] in [0, 1]; query_points: [N, 2] or [B, N, 2] pixels of frame 0.
+
+        Returns pose_enc [B, S, 9] (+ pose_enc_list), depth [B, S, H, W, 1], depth_conf [B, S, H, W],
+        world_points [B, S, H, W, 3], world_points_conf, and with query points track [B, S, N, 2],
+        vis and conf [B, S, N]; in eval mode also the (batched) input images.
+        """
+        images, query_points = self.check_inputs(images, query_points)
+        tokens, patch_start_idx = self.aggregator(images)
+        predictions: dict[str, Any] = {}
+        # camera, depth and point heads run in float32 whatever autocast the caller set (as upstream)
+        with autocast_disabled(images.device):
+            if self.camera_head is not None:
+                pose_enc_list = self.camera_head(tokens)
+                predictions["pose_enc"] = pose_enc_list[-1]
+                predictions["pose_enc_list"] = pose_enc_list
+            if self.depth_head is not None:
+                depth, depth_conf = self.depth_head(tokens, images, patch_start_idx, frames_chunk_size)
+                predictions["depth"], predictions["depth_conf"] = depth, depth_conf
+            if self.point_head is not None:
+                points, points_conf = self.point_head(tokens, images, patch_start_idx, frames_chunk_size)
+                predictions["world_points"], predictions["world_points_conf"] = points, points_conf
+        if query_points is not None:
+            track_list, vis, conf = self.track_head(
+                tokens, images, patch_start_idx, query_points=query_points, frames_chunk_size=frames_chunk_size
+            )
+            predictions["track"], predictions["vis"], predictions["conf"] = track_list[-1], vis, conf
+        if not self.training:
+            predictions["images"] = images
+        return predictions
+
+    def check_inputs(
+        self, images: torch.Tensor, query_points: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validate and batch the inputs; raise a ValueError that says what would work."""
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(
+                f"images must be a torch.Tensor [S, 3, H, W] or [B, S, 3, H, W], got {type(images).__name__}"
+            )
+        if images.dim() == 4:
+            images = images.unsqueeze(0)
+        if images.dim() != 5:
+            raise ValueError(f"images must be [S, 3, H, W] or [B, S, 3, H, W], got shape {tuple(images.shape)}")
+        B, S, C, H, W = images.shape
+        if C != 3:
+            raise ValueError(
+                f"images must have 3 (RGB) channels in dim -3, got {C} (shape {tuple(images.shape)}); "
+                "convert grayscale with images.expand(..., 3, H, W) and drop alpha channels"
+            )
+        if not images.is_floating_point():
+            raise ValueError(f"images must be floating point in [0, 1], got {images.dtype}; use images.float() / 255")
+        p = self.config.patch_size
+        if H % p or W % p or H == 0 or W == 0:
+            raise ValueError(
+                f"image height and width must be positive multiples of the patch size {p}, got {H}x{W}; "
+                f"resize or crop to e.g. {max(p, H // p * p)}x{max(p, W // p * p)} "
+                "(vggt.utils.load_fn.load_and_preprocess_images does this)"
+            )
+        if query_points is None:
+            return images, None
+        if self.track_head is None:
+            raise ValueError("query_points were given but this model has no track head (enable_track=False)")
+        if not isinstance(query_points, torch.Tensor):
+            raise TypeError(
+                f"query_points must be a torch.Tensor [N, 2] or [B, N, 2], got {type(query_points).__name__}"
+            )
+        if query_points.dim() == 2:
+            query_points = query_points.unsqueeze(0)
+        if query_points.dim() != 3 or query_points.shape[-1] != 2 or query_points.shape[1] == 0:
+            raise ValueError(
+                "query_points must be [N, 2] or [B, N, 2] (x, y) pixels with N >= 1, "
+                f"got shape {tuple(query_points.shape)}"
+            )
+        if query_points.shape[0] != B:
+            raise ValueError(f"query_points batch {query_points.shape[0]} does not match the images batch {B}")
+        if not query_points.is_floating_point():
+            query_points = query_points.float()
+        if query_points.device != images.device:
+            raise ValueError(
+                f"query_points are on {query_points.device} but images on {images.device}; move them together"
+            )
+        min_side = self.track_head.min_image_size()
+        if H < min_side or W < min_side:
+            raise ValueError(
+                f"tracking needs images of at least {min_side}x{min_side} pixels (the tracker's correlation "
+                f"pyramid pools its stride-{self.config.tracker_stride} feature map "
+                f"{self.config.tracker_corr_levels - 1} times), got {H}x{W}; use larger images"
+            )
+        return images, query_points
+
+    # loading and saving ---------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        force_download: bool = False,
+        token: str | bool | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        revision: str | None = None,
+        config: VGGTConfig | dict[str, Any] | str | None = None,
+        strict: bool = True,
+        map_location: str | torch.device = "cpu",
+        **model_kwargs: Any,
+    ) -> VGGT:
+        """Load a model from a Hugging Face repo id, a local directory or a weights file.
+
+        Prefers `model.safetensors`, accepts `model.pt` / `pytorch_model.bin` (plain state dicts or
+        training checkpoints holding one under "model"). The architecture comes from `config`
+        (a VGGTConfig, dict or preset name), else the source's config.json, else VGGT-1B. Loading
+        is strict: missing, unexpected or mis-shaped keys raise with a readable report.
+        Honours the Hugging Face cache and offline mode (HF_HUB_OFFLINE=1).
+        """
+        from vggt.weights import load_pretrained
+
+        return load_pretrained(
+            cls,
+            pretrained_model_name_or_path,
+            config=config,
+            strict=strict,
+            map_location=map_location,
+            hub_kwargs={
+                "force_download": force_download,
+                "token": token,
+                "cache_dir": cache_dir,
+                "local_files_only": local_files_only,
+                "revision": revision,
+            },
+            model_kwargs=model_kwargs,
+        )
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Called by `save_pretrained`: weights as model.safetensors plus our config.json."""
+        from vggt.weights import save_model
+
+        save_model(self, Path(save_directory))

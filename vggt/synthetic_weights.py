@@ -1,0 +1,34 @@
+"""Deterministic synthetic weights: the reference fixtures' procedure, key by key.
+
+Each tensor is drawn from a generator seeded with crc32(key), so any implementation with the
+same keys and shapes gets the same numbers. Used by the parity tests and the benchmarks in
+place of the (non-downloadable here) official weights.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterable, Mapping
+
+import torch
+
+
+def synthetic_tensor(key: str, shape: Iterable[int]) -> torch.Tensor:
+    shape = tuple(int(s) for s in shape)
+    generator = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
+    x = torch.randn(shape, generator=generator, dtype=torch.float32)
+    if len(shape) == 1:
+        if key.endswith("weight"):
+            return 1.0 + 0.1 * x  # norm affine weights
+        if key.endswith("gamma"):
+            return 0.1 + 0.02 * x  # LayerScale
+        return 0.02 * x  # biases
+    if key.endswith("weight"):
+        return x / math.sqrt(math.prod(shape[1:]))  # linear, conv and in_proj weights
+    return 0.02 * x  # tokens and embeddings
+
+
+def synthetic_state_dict(shapes: Mapping[str, Iterable[int]]) -> dict[str, torch.Tensor]:
+    """{key: shape} (e.g. {k: v.shape for k, v in model.state_dict().items()}) -> {key: tensor}."""
+    return {key: synthetic_tensor(key, shape) for key, shape in shapes.items()}

@@ -1,0 +1,323 @@
+"""Weights: read .safetensors / .pt files and Hugging Face repos, load with a report, convert, verify.
+
+Models are built on the meta device and the checkpoint tensors are assigned in place, so loading
+VGGT-1B costs no random initialisation and no second copy of the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vggt.config import VGGTConfig
+
+WEIGHT_FILES = ("model.safetensors", "model.pt", "pytorch_model.bin")
+CONFIG_FILE = "config.json"
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
+
+
+class WeightsMismatchError(ValueError):
+    """The checkpoint's keys or shapes do not fit the model; the message holds the full report."""
+
+    def __init__(self, report: LoadReport):
+        super().__init__(report.describe())
+        self.report = report
+
+
+@dataclass
+class LoadReport:
+    source: str
+    total_source_keys: int
+    loaded_keys: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatch: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.shape_mismatch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self, max_keys: int = 8) -> str:
+        """Human-readable summary with what to do about it."""
+        lines = [
+            f"weights {self.source}: {self.loaded_keys} of {self.total_source_keys} checkpoint tensors fit the model"
+        ]
+
+        def listing(title: str, items: list[str]) -> None:
+            if items:
+                shown = ", ".join(items[:max_keys]) + (
+                    f", ... ({len(items) - max_keys} more)" if len(items) > max_keys else ""
+                )
+                lines.append(f"  {title} ({len(items)}): {shown}")
+
+        listing("missing in checkpoint", self.missing)
+        listing("unexpected in checkpoint", self.unexpected)
+        listing(
+            "shape mismatch",
+            [
+                f"{m['key']} checkpoint {tuple(m['checkpoint'])} vs model {tuple(m['model'])}"
+                for m in self.shape_mismatch
+            ],
+        )
+        lines.extend(f"  hint: {hint}" for hint in self._hints())
+        return "\n".join(lines)
+
+    def _hints(self) -> list[str]:
+        hints = []
+        missing_heads = sorted({k.split(".")[0] for k in self.missing if k.endswith("_head") or "_head." in k})
+        if missing_heads and all(k.split(".")[0] in missing_heads for k in self.missing):
+            flags = ", ".join(f"enable_{h.removesuffix('_head')}=False" for h in missing_heads)
+            hints.append(f"the checkpoint has no weights for {', '.join(missing_heads)}: build the model with {flags}")
+        unexpected_heads = sorted({k.split(".")[0] for k in self.unexpected})
+        if unexpected_heads and all(k.endswith("_head") for k in unexpected_heads) and not self.missing:
+            hints.append(f"the checkpoint also holds {', '.join(unexpected_heads)}, which this model disables")
+        if self.shape_mismatch or (self.missing and self.unexpected):
+            hints.append(
+                "the checkpoint was made for another architecture: pass the matching config "
+                "(presets: vggt_1b, small_reference, tiny) or the config.json saved with it"
+            )
+        if not self.ok:
+            hints.append("strict=False loads the matching tensors and leaves the rest randomly initialised")
+        return hints
+
+
+# reading ------------------------------------------------------------------------------------
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file or a torch checkpoint (plain state dict or {"model": ...}), on CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as err:  # safetensors raises its own error types for corrupt headers
+            raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(
+                f"{path} is not a readable PyTorch checkpoint of tensors ({type(err).__name__}: {err}); "
+                "expected a state dict saved with torch.save or a .safetensors file"
+            ) from err
+        if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+            state = state["model"]  # training checkpoints keep the model under "model"
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return strip_wrapper_prefixes(dict(state))
+
+
+def strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop a 'module.' (DDP) or '_orig_mod.' (torch.compile) prefix carried by every key."""
+    for prefix in WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+# comparing and loading ------------------------------------------------------------------------
+def compare_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "") -> LoadReport:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatch = [
+        {"key": k, "checkpoint": list(v.shape), "model": list(expected[k])}
+        for k, v in state.items()
+        if k in expected and tuple(v.shape) != expected[k]
+    ]
+    loaded = len(state) - len(unexpected) - len(mismatch)
+    return LoadReport(str(source), len(state), loaded, missing, unexpected, mismatch)
+
+
+def build_model(config: VGGTConfig, model_cls: type[nn.Module] | None = None) -> nn.Module:
+    """A model whose parameters live on the meta device: no memory, no random init."""
+    if model_cls is None:
+        from vggt.models.vggt import VGGT as model_cls
+    with torch.device("meta"):
+        return model_cls(config=config)
+
+
+def load_weights(
+    model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True, source: str = ""
+) -> LoadReport:
+    """Load `state` into `model` and return the report.
+
+    Strict loading raises WeightsMismatchError unless every key and shape matches. A model on the
+    meta device takes the checkpoint tensors as its parameters (cast to its dtype); it cannot be
+    loaded partially, since its missing tensors would have no values.
+    """
+    report = compare_state_dict(model, state, source)
+    if strict and not report.ok:
+        raise WeightsMismatchError(report)
+    bad = set(report.unexpected) | {m["key"] for m in report.shape_mismatch}
+    fitting = {k: v for k, v in state.items() if k not in bad}
+    params = dict(model.named_parameters())
+    if not any(p.is_meta for p in params.values()):
+        model.load_state_dict(fitting, strict=False)
+        return report
+    if report.missing:
+        raise ValueError(f"cannot partially load a model on the meta device:\n{report.describe()}")
+    requires_grad = {k: p.requires_grad for k, p in params.items()}
+    dtypes = {k: t.dtype for k, t in model.state_dict().items()}
+    model.load_state_dict({k: v.to(dtypes[k]) for k, v in fitting.items()}, strict=True, assign=True)
+    for name, param in model.named_parameters():
+        param.requires_grad_(requires_grad[name])  # keep the module's flags (frozen mask_token) whatever assign did
+    return report
+
+
+# sources: files, directories, Hugging Face repos ----------------------------------------------
+def resolve_source(source: str | Path, hub_kwargs: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any] | None]:
+    """(weights file, config.json contents or None) for a file, a directory or a Hugging Face repo id."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        config_path = path.parent / CONFIG_FILE
+        return path, read_config_json(config_path) if config_path.is_file() else None
+    if path.is_dir():
+        for name in WEIGHT_FILES:
+            if (path / name).is_file():
+                config_path = path / CONFIG_FILE
+                return path / name, read_config_json(config_path) if config_path.is_file() else None
+        raise FileNotFoundError(f"directory {path} holds none of {', '.join(WEIGHT_FILES)}")
+    text = str(source)
+    if (
+        text.startswith((".", "/", "~"))
+        or text.count("/") > 1
+        or path.suffix in {".pt", ".pth", ".bin", ".safetensors"}
+    ):
+        raise FileNotFoundError(f"{source} does not exist (and is not a Hugging Face repo id like 'facebook/VGGT-1B')")
+    return download_from_hub(str(source), hub_kwargs or {})
+
+
+def download_from_hub(repo_id: str, hub_kwargs: dict[str, Any]) -> tuple[Path, dict[str, Any] | None]:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
+
+    def fetch(filename: str) -> Path | None:
+        try:
+            return Path(hf_hub_download(repo_id, filename, **hub_kwargs))
+        except (EntryNotFoundError, LocalEntryNotFoundError):
+            return None
+        except HFValidationError as err:
+            raise FileNotFoundError(
+                f"{repo_id} is neither an existing file or directory nor a valid repo id: {err}"
+            ) from err
+
+    for name in WEIGHT_FILES:
+        weights = fetch(name)
+        if weights is not None:
+            config_path = fetch(CONFIG_FILE)
+            return weights, read_config_json(config_path) if config_path else None
+    from huggingface_hub import constants
+
+    offline = constants.HF_HUB_OFFLINE or hub_kwargs.get("local_files_only")
+    where = "in the local Hugging Face cache (offline mode)" if offline else "on the Hugging Face Hub or in the cache"
+    raise FileNotFoundError(
+        f"found none of {', '.join(WEIGHT_FILES)} for {repo_id} {where}; "
+        "download them once with network access, or pass a local file or directory"
+    )
+
+
+def read_config_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a readable JSON config: {err}") from err
+    if isinstance(data.get("config"), dict):
+        data = data["config"]  # some Hub mixin versions nest the init arguments
+    return data
+
+
+def config_from_json(data: dict[str, Any]) -> VGGTConfig:
+    """A VGGTConfig from config.json (our full config or upstream's keyword arguments)."""
+    known = set(VGGTConfig.__dataclass_fields__)
+    values = {k: v for k, v in data.items() if v is not None and not k.startswith("_")}
+    ignored = sorted(set(values) - known)
+    if ignored:
+        warnings.warn(f"config.json keys {ignored} are not VGGTConfig fields and are ignored", stacklevel=3)
+    return VGGTConfig.from_dict({**VGGTConfig().to_dict(), **{k: v for k, v in values.items() if k in known}})
+
+
+def as_config(config: VGGTConfig | dict[str, Any] | str) -> VGGTConfig:
+    if isinstance(config, VGGTConfig):
+        return config
+    if isinstance(config, str):
+        return VGGTConfig.preset(config)
+    return config_from_json(config)
+
+
+def load_pretrained(
+    model_cls: type[nn.Module],
+    source: str | Path,
+    config: VGGTConfig | dict[str, Any] | str | None = None,
+    strict: bool = True,
+    map_location: str | torch.device = "cpu",
+    hub_kwargs: dict[str, Any] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
+    """The implementation of `VGGT.from_pretrained`."""
+    weights_path, json_config = resolve_source(source, hub_kwargs)
+    if config is not None:
+        cfg = as_config(config)
+    elif json_config is not None:
+        cfg = config_from_json(json_config)
+    else:
+        cfg = VGGTConfig()
+    if model_kwargs:
+        cfg = VGGTConfig.from_dict({**cfg.to_dict(), **model_kwargs})
+    state = read_state_dict(weights_path)
+    model = build_model(cfg, model_cls)
+    if not strict and compare_state_dict(model, state).missing:
+        model = model_cls(config=cfg)  # missing tensors keep a real random init
+    report = load_weights(model, state, strict=strict, source=str(weights_path))
+    if not report.ok:
+        warnings.warn(report.describe(), stacklevel=3)
+    return model.to(map_location).eval()
+
+
+# writing ---------------------------------------------------------------------------------------
+def save_model(model: nn.Module, directory: Path) -> None:
+    """model.safetensors + config.json (the full VGGTConfig) into `directory`."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    (directory / CONFIG_FILE).write_text(model.config.to_json())
+
+
+def convert_checkpoint(src: str | Path, dst: str | Path) -> int:
+    """Rewrite a torch checkpoint's state dict as safetensors; returns the number of tensors."""
+    from safetensors.torch import save_file
+
+    state = read_state_dict(src)
+    dst = Path(dst)
+    if dst.suffix != ".safetensors":
+        raise ValueError(f"destination {dst} must end in .safetensors")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, dst)
+    return len(state)
+
+
+def verify_weights(path: str | Path, config: VGGTConfig | dict[str, Any] | str | None = None) -> LoadReport:
+    """Compare a weights file, directory or repo against a model of `config` without loading it."""
+    weights_path, json_config = resolve_source(path)
+    if config is not None:
+        cfg = as_config(config)
+    else:
+        cfg = config_from_json(json_config) if json_config is not None else VGGTConfig()
+    return compare_state_dict(build_model(cfg), read_state_dict(weights_path), str(weights_path))
