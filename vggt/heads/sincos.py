@@ -8,7 +8,7 @@ import torch
 def sincos_1d(pos: torch.Tensor, dim: int, base: float) -> torch.Tensor:
     """pos: [M] -> [M, dim] = [sin(pos * w), cos(pos * w)], w_k = base^(-k / (dim/2)), k < dim/2.
 
-    Computed in float32 (no float64 on device).
+    Computed in float32: NPUs have no fast double precision.
     """
     omega = torch.arange(dim // 2, device=pos.device, dtype=torch.float32) / (dim / 2.0)
     omega = 1.0 / base**omega

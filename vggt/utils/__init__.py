@@ -1,0 +1,1 @@
+"""Camera, geometry and image-loading utilities, importable under upstream's `vggt.utils.*` paths."""

@@ -1,0 +1,152 @@
+"""Image loading and resizing into the [0, 1] tensors the model expects (H and W multiples of 14)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+TARGET_SIZE = 518
+PATCH_SIZE = 14
+_MODES = ("crop", "pad")
+# Pillow >= 9.1 moved the filters into Image.Resampling; older releases only have the module-level constant.
+_BICUBIC = getattr(Image, "Resampling", Image).BICUBIC
+
+
+def _as_path_list(image_path_list: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
+    """A single path is wrapped in a list (upstream would iterate over its characters instead)."""
+    paths = [image_path_list] if isinstance(image_path_list, (str, os.PathLike)) else list(image_path_list)
+    if not paths:
+        raise ValueError("image_path_list is empty; pass at least one image path")
+    return paths
+
+
+def _open_rgb(path: str | os.PathLike) -> Image.Image:
+    """Decode `path` as RGB, compositing RGBA transparency onto white."""
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"Image file not found: {str(path)!r}; pass paths to existing image files")
+    if file.is_dir():
+        raise ValueError(f"{str(path)!r} is a directory; pass the image files inside it, not the directory")
+    try:
+        with Image.open(file) as opened:
+            opened.load()
+            image = opened.copy()
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(
+            f"Cannot read {str(path)!r} as an image ({err}); pass a PNG, JPEG or other PIL format"
+        ) from err
+    if image.mode == "RGBA":
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
+    return image.convert("RGB")
+
+
+def _to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float32 [3, H, W] in [0, 1]."""
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
+    return pixels.permute(2, 0, 1).float().div(255)
+
+
+def _scaled_side(side: int, scale_num: int, scale_den: int) -> int:
+    """`side * scale_num / scale_den` rounded (Python round) to a multiple of the patch size."""
+    return round(side * (scale_num / scale_den) / PATCH_SIZE) * PATCH_SIZE
+
+
+def _pad_centered(image: torch.Tensor, height: int, width: int, value: float) -> torch.Tensor:
+    """Pad [3, h, w] to [3, height, width] with `value`, the extra top/left row being the smaller half."""
+    pad_h = height - image.shape[-2]
+    pad_w = width - image.shape[-1]
+    if pad_h <= 0 and pad_w <= 0:
+        return image
+    return F.pad(image, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=value)
+
+
+def _preprocess_crop(image: Image.Image) -> torch.Tensor:
+    """Width -> 518, height scaled to a multiple of 14, then centre-cropped to at most 518. [3, H, W]"""
+    width, height = image.size
+    new_height = _scaled_side(height, TARGET_SIZE, width)
+    tensor = _to_tensor(image.resize((TARGET_SIZE, new_height), _BICUBIC))
+    if new_height > TARGET_SIZE:
+        start = (new_height - TARGET_SIZE) // 2
+        tensor = tensor[:, start : start + TARGET_SIZE, :]
+    return tensor
+
+
+def _preprocess_pad(image: Image.Image) -> torch.Tensor:
+    """Larger side -> 518, other side scaled to a multiple of 14, then white-padded to [3, 518, 518]."""
+    width, height = image.size
+    if width >= height:
+        new_width, new_height = TARGET_SIZE, _scaled_side(height, TARGET_SIZE, width)
+    else:
+        new_width, new_height = _scaled_side(width, TARGET_SIZE, height), TARGET_SIZE
+    tensor = _to_tensor(image.resize((new_width, new_height), _BICUBIC))
+    return _pad_centered(tensor, TARGET_SIZE, TARGET_SIZE, value=1.0)
+
+
+def load_and_preprocess_images(
+    image_path_list: str | os.PathLike | Sequence[str | os.PathLike], mode: str = "crop"
+) -> torch.Tensor:
+    """Load images into a float32 batch [N, 3, H, W] in [0, 1] (no mean/std normalisation).
+
+    Args:
+        image_path_list: image paths; a single path is also accepted.
+        mode: "crop" (width 518, height centre-cropped to <= 518) or "pad" (larger side 518, white-padded square).
+
+    Images whose processed sizes differ are white-padded, centred, to the largest H and W, with a warning.
+    """
+    if mode not in _MODES:
+        raise ValueError(f"Unknown mode {mode!r}; use 'crop' or 'pad'")
+    preprocess = _preprocess_crop if mode == "crop" else _preprocess_pad
+    paths = _as_path_list(image_path_list)
+    images = [preprocess(_open_rgb(path)) for path in paths]
+
+    shapes = sorted({tuple(image.shape[-2:]) for image in images})
+    if len(shapes) > 1:
+        max_h = max(h for h, _ in shapes)
+        max_w = max(w for _, w in shapes)
+        warnings.warn(
+            f"Images have different (H, W) after preprocessing: {shapes}; padding all to ({max_h}, {max_w}) with white",
+            stacklevel=2,
+        )
+        images = [_pad_centered(image, max_h, max_w, value=1.0) for image in images]
+    return torch.stack(images)
+
+
+def _pad_square_black(image: Image.Image) -> tuple[Image.Image, int, int]:
+    """Paste `image` centred on a black square; returns (square, left, top)."""
+    width, height = image.size
+    side = max(width, height)
+    left, top = (side - width) // 2, (side - height) // 2
+    square = Image.new("RGB", (side, side), (0, 0, 0))
+    square.paste(image, (left, top))
+    return square, left, top
+
+
+def load_and_preprocess_images_square(
+    image_path_list: str | os.PathLike | Sequence[str | os.PathLike], target_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Black-pad each image to a centred square, then resize it to `target_size`.
+
+    Returns:
+        images: float32 [N, 3, target_size, target_size] in [0, 1].
+        original_coords: float32 [N, 6] = [x1, y1, x2, y2, orig_w, orig_h]; the box where the original image lies,
+            in target-space pixels, followed by its original size.
+    """
+    if not isinstance(target_size, int) or target_size <= 0:
+        raise ValueError(f"target_size must be a positive integer, got {target_size!r}")
+    images = []
+    coords = []
+    for path in _as_path_list(image_path_list):
+        image = _open_rgb(path)
+        width, height = image.size
+        square, left, top = _pad_square_black(image)
+        scale = target_size / square.size[0]
+        coords.append([left * scale, top * scale, (left + width) * scale, (top + height) * scale, width, height])
+        images.append(_to_tensor(square.resize((target_size, target_size), _BICUBIC)))
+    return torch.stack(images), torch.tensor(coords, dtype=torch.float32)
