@@ -40,13 +40,17 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     shape_mismatch: list[dict[str, Any]] = field(default_factory=list)
+    absent_modules: list[str] = field(default_factory=list)  # top-level modules with no tensor in the checkpoint
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.shape_mismatch)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report's JSON form (absent_modules only feeds the hints)."""
+        report = asdict(self)
+        del report["absent_modules"]
+        return report
 
     def describe(self, max_keys: int = 8) -> str:
         """Human-readable summary with what to do about it."""
@@ -75,10 +79,10 @@ class LoadReport:
 
     def _hints(self) -> list[str]:
         hints = []
-        missing_heads = sorted({k.split(".")[0] for k in self.missing if k.endswith("_head") or "_head." in k})
-        if missing_heads and all(k.split(".")[0] in missing_heads for k in self.missing):
-            flags = ", ".join(f"enable_{h.removesuffix('_head')}=False" for h in missing_heads)
-            hints.append(f"the checkpoint has no weights for {', '.join(missing_heads)}: build the model with {flags}")
+        absent_heads = [m for m in self.absent_modules if m.endswith("_head")]
+        if absent_heads and all(k.split(".")[0] in absent_heads for k in self.missing):
+            flags = ", ".join(f"enable_{h.removesuffix('_head')}=False" for h in absent_heads)
+            hints.append(f"the checkpoint has no weights for {', '.join(absent_heads)}: build the model with {flags}")
         unexpected_heads = sorted({k.split(".")[0] for k in self.unexpected})
         if unexpected_heads and all(k.endswith("_head") for k in unexpected_heads) and not self.missing:
             hints.append(f"the checkpoint also holds {', '.join(unexpected_heads)}, which this model disables")
@@ -110,7 +114,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
             raise ValueError(
-                f"{path} is not a readable PyTorch checkpoint of tensors ({type(err).__name__}: {err}); "
+                f"{path} is not a readable PyTorch checkpoint of tensors "
+                f"({type(err).__name__}: {str(err).strip().splitlines()[0]}); "
                 "expected a state dict saved with torch.save or a .safetensors file"
             ) from err
         if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
@@ -139,7 +144,9 @@ def compare_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], sour
         if k in expected and tuple(v.shape) != expected[k]
     ]
     loaded = len(state) - len(unexpected) - len(mismatch)
-    return LoadReport(str(source), len(state), loaded, missing, unexpected, mismatch)
+    modules = dict.fromkeys(k.split(".")[0] for k in expected)
+    absent = [m for m in modules if not any(k.split(".")[0] == m for k in state)]
+    return LoadReport(str(source), len(state), loaded, missing, unexpected, mismatch, absent)
 
 
 def build_model(config: VGGTConfig, model_cls: type[nn.Module] | None = None) -> nn.Module:
@@ -168,7 +175,7 @@ def load_weights(
     if not any(p.is_meta for p in params.values()):
         model.load_state_dict(fitting, strict=False)
         return report
-    if report.missing:
+    if report.missing or report.shape_mismatch:
         raise ValueError(f"cannot partially load a model on the meta device:\n{report.describe()}")
     requires_grad = {k: p.requires_grad for k, p in params.items()}
     dtypes = {k: t.dtype for k, t in model.state_dict().items()}
@@ -235,6 +242,8 @@ def read_config_json(path: Path) -> dict[str, Any]:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not a readable JSON config: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a JSON object of config values")
     if isinstance(data.get("config"), dict):
         data = data["config"]  # some Hub mixin versions nest the init arguments
     return data
@@ -279,8 +288,9 @@ def load_pretrained(
         cfg = VGGTConfig.from_dict({**cfg.to_dict(), **model_kwargs})
     state = read_state_dict(weights_path)
     model = build_model(cfg, model_cls)
-    if not strict and compare_state_dict(model, state).missing:
-        model = model_cls(config=cfg)  # missing tensors keep a real random init
+    fit = compare_state_dict(model, state)
+    if not strict and (fit.missing or fit.shape_mismatch):
+        model = model_cls(config=cfg)  # tensors the checkpoint cannot fill keep a real random init
     report = load_weights(model, state, strict=strict, source=str(weights_path))
     if not report.ok:
         warnings.warn(report.describe(), stacklevel=3)
@@ -302,14 +312,18 @@ def convert_checkpoint(src: str | Path, dst: str | Path) -> int:
     """Rewrite a torch checkpoint's state dict as safetensors; returns the number of tensors."""
     from safetensors.torch import save_file
 
-    state = read_state_dict(src)
     dst = Path(dst)
     if dst.suffix != ".safetensors":
         raise ValueError(f"destination {dst} must end in .safetensors")
+    state = read_state_dict(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, dst)
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed or interrupted write leaves neither dst nor a stray .tmp
+        raise
     return len(state)
 
 
