@@ -16,10 +16,9 @@ import torch
 from PIL import Image
 
 from vggt.config import VGGTConfig
-from vggt.synthetic_weights import synthetic_state_dict
+from vggt.synthetic_weights import synthetic_model
 from vggt.utils.load_fn import load_and_preprocess_images
 from vggt.utils.pose_enc import pose_encoding_to_extri_intri
-from vggt.weights import build_model, load_weights
 
 
 def write_images(folder: Path, count: int, size: tuple[int, int] = (320, 240)) -> list[Path]:
@@ -42,9 +41,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=3, help="number of images to generate (default 3)")
     args = parser.parse_args()
 
-    model = build_model(VGGTConfig.tiny())
-    load_weights(model, synthetic_state_dict({k: v.shape for k, v in model.state_dict().items()}))
-    model.eval()
+    model = synthetic_model(VGGTConfig.tiny())
 
     with tempfile.TemporaryDirectory() as folder:
         images = load_and_preprocess_images(write_images(Path(folder), args.frames))

@@ -7,11 +7,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vggt.config import VGGTConfig
-from vggt.models.vggt import VGGT
-from vggt.synthetic_weights import synthetic_state_dict
-from vggt.weights import build_model, load_weights
-
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -19,13 +14,6 @@ def read_keys_tsv(name: str) -> list[tuple[str, tuple[int, ...]]]:
     """(key, shape) rows of a reference key list, in file order."""
     rows = (FIXTURES / name).read_text().splitlines()[1:]
     return [(key, tuple(int(s) for s in shape.split(","))) for key, shape in (row.split("\t") for row in rows)]
-
-
-def synthetic_model(config: VGGTConfig) -> VGGT:
-    """A model built without random init and loaded with the reference's synthetic weights, in eval mode."""
-    model = build_model(config)
-    load_weights(model, synthetic_state_dict({k: v.shape for k, v in model.state_dict().items()}))
-    return model.eval()
 
 
 def assert_within_reference_tolerance(name: str, ours: torch.Tensor | np.ndarray, reference: np.ndarray) -> None:

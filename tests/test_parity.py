@@ -11,10 +11,9 @@ from tests.helpers import (
     assert_tracks_within_reference_tolerance,
     assert_within_reference_tolerance,
     read_keys_tsv,
-    synthetic_model,
 )
 from vggt.config import VGGTConfig
-from vggt.synthetic_weights import synthetic_tensor
+from vggt.synthetic_weights import synthetic_model, synthetic_tensor
 
 DENSE_OUTPUTS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
 

@@ -10,8 +10,13 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from vggt.config import VGGTConfig
+    from vggt.models.vggt import VGGT
 
 
 def synthetic_tensor(key: str, shape: Iterable[int]) -> torch.Tensor:
@@ -32,3 +37,12 @@ def synthetic_tensor(key: str, shape: Iterable[int]) -> torch.Tensor:
 def synthetic_state_dict(shapes: Mapping[str, Iterable[int]]) -> dict[str, torch.Tensor]:
     """{key: shape} (e.g. {k: v.shape for k, v in model.state_dict().items()}) -> {key: tensor}."""
     return {key: synthetic_tensor(key, shape) for key, shape in shapes.items()}
+
+
+def synthetic_model(config: VGGTConfig) -> VGGT:
+    """VGGT of `config` holding the synthetic weights (built without a random init), in eval mode."""
+    from vggt.weights import build_model, load_weights
+
+    model = build_model(config)
+    load_weights(model, synthetic_state_dict({k: v.shape for k, v in model.state_dict().items()}))
+    return model.eval()

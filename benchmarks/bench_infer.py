@@ -1,0 +1,432 @@
+"""Forward latency and peak memory of VGGT inference for a config, frame counts and a resolution.
+
+The model carries deterministic synthetic weights (no download, no random-init cost), runs in
+eval mode under torch.inference_mode, and is timed with time.perf_counter around synchronized
+forwards. Each (frames, part) pair is one measured configuration and one output row.
+
+Memory: on an accelerator, the allocator's peak (reset before each configuration). On the CPU,
+the process's peak resident set size (VmHWM), which holds the weights as well; it is reset per
+configuration through /proc/self/clear_refs where the kernel allows it, and is otherwise a
+process-lifetime high-water mark. Every row also gives the peak over the loaded-model baseline.
+
+Example: python benchmarks/bench_infer.py --config tiny --frames 1 2 8 --height 518 --width 518
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vggt.config import VGGTConfig
+from vggt.models.vggt import VGGT
+from vggt.runtime import (
+    device_name,
+    peak_memory_bytes,
+    reset_peak_memory,
+    resolve_device,
+    synchronize,
+)
+from vggt.synthetic_weights import synthetic_model
+
+PRESETS = ("vggt_1b", "small_reference", "tiny")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PARTS = {"aggregator": ("aggregator",), "model": ("model",), "both": ("aggregator", "model")}
+SEED = 0
+GIB = 1024**3
+PROC_STATUS = Path("/proc/self/status")
+CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+@dataclass
+class Row:
+    """One measured configuration: what ran, how long it took, how much memory it held."""
+
+    config: str
+    part: str
+    frames: int
+    batch: int
+    height: int
+    width: int
+    dtype: str
+    device: str
+    query_points: int
+    repeats: int
+    mean_s: float
+    min_s: float
+    std_s: float
+    peak_bytes: int | None
+    over_baseline_bytes: int | None
+    memory_kind: str
+
+
+# memory ----------------------------------------------------------------------------------------
+def _proc_status_bytes(field: str) -> int | None:
+    """A "kB" field of /proc/self/status (VmRSS, VmHWM) in bytes; None where procfs is missing."""
+    if not PROC_STATUS.is_file():
+        return None
+    for line in PROC_STATUS.read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def _ru_maxrss_bytes() -> int | None:
+    """getrusage's lifetime peak RSS in bytes; None where the resource module does not exist (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
+
+
+def _reset_vmhwm() -> bool:
+    """Reset VmHWM to the current RSS by writing "5" to /proc/self/clear_refs; True when that worked."""
+    try:
+        CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+class MemoryProbe:
+    """Peak memory of one configuration: allocator statistics on an accelerator, peak RSS on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.on_allocator = peak_memory_bytes(device) is not None
+        self.resets_rss = not self.on_allocator and _proc_status_bytes("VmHWM") is not None and _reset_vmhwm()
+        if self.on_allocator:
+            self.kind = "allocator peak"
+        elif self.resets_rss:
+            self.kind = "RSS peak (VmHWM, reset per row)"
+        elif _proc_status_bytes("VmHWM") is not None:
+            self.kind = "RSS peak (VmHWM, process lifetime)"
+        elif _ru_maxrss_bytes() is not None:
+            self.kind = "RSS peak (ru_maxrss, process lifetime)"
+        else:
+            self.kind = "unavailable"
+        self.baseline = self._current()
+
+    def _current(self) -> int | None:
+        """What the loaded model holds now: allocated bytes on an accelerator, resident bytes on the CPU."""
+        gc.collect()  # drop garbage from loading so it does not count as the model
+        if self.on_allocator:
+            reset_peak_memory(self.device)  # the peak restarts at what is allocated now
+            return peak_memory_bytes(self.device)
+        rss = _proc_status_bytes("VmRSS")
+        return rss if rss is not None else _ru_maxrss_bytes()
+
+    def start(self) -> None:
+        """Begin a configuration: restart the peak where the backend or the kernel allows it."""
+        gc.collect()
+        if self.on_allocator:
+            reset_peak_memory(self.device)
+        elif self.resets_rss:
+            _reset_vmhwm()
+
+    def peak(self) -> int | None:
+        """The peak since start() (or since process start, for lifetime kinds)."""
+        if self.on_allocator:
+            return peak_memory_bytes(self.device)
+        hwm = _proc_status_bytes("VmHWM")
+        return hwm if hwm is not None else _ru_maxrss_bytes()
+
+
+# model and inputs ------------------------------------------------------------------------------
+def load_model(config: VGGTConfig, device: torch.device) -> VGGT:
+    """VGGT with the deterministic synthetic weights, in eval mode, on `device`."""
+    return synthetic_model(config).to(device)
+
+
+def make_inputs(
+    batch: int, frames: int, height: int, width: int, query_points: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Seeded random images [B, S, 3, H, W] in [0, 1] and, if asked, N query pixels [B, N, 2] of frame 0."""
+    generator = torch.Generator().manual_seed(SEED)  # CPU generator: the same inputs on every device
+    images = torch.rand(batch, frames, 3, height, width, generator=generator)
+    if query_points == 0:
+        return images.to(device), None
+    scale = torch.tensor([width - 1, height - 1], dtype=images.dtype)
+    points = torch.rand(batch, query_points, 2, generator=generator) * scale
+    return images.to(device), points.to(device)
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """Autocast to `dtype` on `device`; float32 means the weights' own precision, so no autocast at all."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def time_forward(
+    forward: Callable[[], Any], device: torch.device, warmup: int, repeats: int, label: str
+) -> list[float]:
+    """Seconds of each of `repeats` synchronized calls of `forward`, after `warmup` untimed calls."""
+    for i in range(warmup):
+        start = time.perf_counter()
+        forward()
+        synchronize(device)
+        print(f"  {label} warmup {i + 1}/{warmup}: {time.perf_counter() - start:.3f} s", file=sys.stderr)
+    seconds = []
+    for i in range(repeats):
+        synchronize(device)  # start from an idle device so queued work is not billed to this call
+        start = time.perf_counter()
+        forward()
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+        print(f"  {label} repeat {i + 1}/{repeats}: {seconds[-1]:.3f} s", file=sys.stderr)
+    return seconds
+
+
+# output ----------------------------------------------------------------------------------------
+def _gib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / GIB:.3f}"
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """The rows as an aligned plain-text table."""
+    header = (
+        "config",
+        "part",
+        "frames",
+        "B",
+        "HxW",
+        "queries",
+        "dtype",
+        "device",
+        "mean s",
+        "min s",
+        "std s",
+        "peak GiB",
+        "over model GiB",
+        "memory kind",
+    )
+    cells = [
+        (
+            r.config,
+            r.part,
+            str(r.frames),
+            str(r.batch),
+            f"{r.height}x{r.width}",
+            str(r.query_points),
+            r.dtype,
+            r.device,
+            f"{r.mean_s:.4f}",
+            f"{r.min_s:.4f}",
+            f"{r.std_s:.4f}",
+            _gib(r.peak_bytes),
+            _gib(r.over_baseline_bytes),
+            r.memory_kind,
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+    lines = [" | ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in [header, *cells]]
+    lines.insert(1, "-+-".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What the numbers depend on besides the arguments: software versions, hardware, threads."""
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads(),
+    }
+
+
+# command line ----------------------------------------------------------------------------------
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=(
+            "Time VGGT inference (synthetic weights, eval mode, no grad) and measure its peak memory.\n"
+            "Prints one table row per frame count and part to stdout; progress goes to stderr."
+        ),
+        epilog=(
+            "memory:\n"
+            "  accelerator: the allocator peak (max_memory_allocated), reset before every row.\n"
+            "  CPU: the peak resident set size (VmHWM), which includes the weights and the torch runtime;\n"
+            "  reset before every row via /proc/self/clear_refs where the kernel allows it, otherwise a\n"
+            "  process-lifetime high-water mark. 'over model' is the peak minus what the loaded model held.\n"
+            "\n"
+            "examples:\n"
+            "  python benchmarks/bench_infer.py --config tiny --frames 1 2 8\n"
+            "  python benchmarks/bench_infer.py --config vggt_1b --frames 2 --part aggregator --json 1b.json\n"
+            "  python benchmarks/bench_infer.py --config vggt_1b --frames 8 --dtype bfloat16 --query-points 256"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config", choices=PRESETS, default="tiny", help="VGGT architecture preset (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--frames",
+        type=_int_at_least(1),
+        nargs="+",
+        default=[1, 2, 8],
+        help="frame counts S; each gets its own rows (default: 1 2 8)",
+    )
+    parser.add_argument(
+        "--height", type=_int_at_least(1), default=518, help="image height, a multiple of 14 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--width", type=_int_at_least(1), default=518, help="image width, a multiple of 14 (default: %(default)s)"
+    )
+    parser.add_argument("--batch", type=_int_at_least(1), default=1, help="batch size B (default: %(default)s)")
+    parser.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        default="float32",
+        help="autocast dtype; float32 runs without autocast (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device name such as cpu, cuda:0 or npu:0 (default: an NPU, else a GPU, else the CPU)",
+    )
+    parser.add_argument(
+        "--warmup", type=_int_at_least(0), default=1, help="untimed forwards before each row (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--repeats", type=_int_at_least(1), default=3, help="timed forwards per row (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--part",
+        choices=tuple(PARTS),
+        default="both",
+        help="time the aggregator alone, the full model (aggregator + heads), or both (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--query-points",
+        type=_int_at_least(0),
+        default=0,
+        help="random query points for the track head in model rows; 0 skips tracking (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_int_at_least(1),
+        default=None,
+        help="torch.set_num_threads, the CPU intra-op thread count (default: torch's own choice)",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the environment and the rows to this JSON file"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> list[Row]:
+    """Run the benchmark for the command line `argv` (default sys.argv[1:]) and return its rows."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config = VGGTConfig.preset(args.config)
+    patch = config.patch_size
+    for name in ("height", "width"):
+        value = getattr(args, name)
+        if value % patch:
+            parser.error(
+                f"--{name} {value} is not a multiple of the patch size {patch}; "
+                f"try {max(patch, value // patch * patch)} or {(value // patch + 1) * patch}"
+            )
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        parser.error(f"--device: {err}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    dtype = DTYPES[args.dtype]
+
+    print(f"loading {args.config} with synthetic weights on {device} ...", file=sys.stderr)
+    model = load_model(config, device)
+    probe = MemoryProbe(device)
+    env = environment(device)
+
+    rows = []
+    for frames in args.frames:
+        images, query_points = make_inputs(args.batch, frames, args.height, args.width, args.query_points, device)
+        try:
+            model.check_inputs(images, query_points)  # fail before timing, with the model's own advice
+        except ValueError as err:
+            parser.error(str(err))
+        for part in PARTS[args.part]:
+            if part == "aggregator":
+                forward = functools.partial(model.aggregator, images)
+            else:
+                forward = functools.partial(model, images, query_points=query_points)
+            label = f"{part} S={frames} {args.height}x{args.width}"
+            print(f"{label}:", file=sys.stderr)
+            probe.start()
+            with torch.inference_mode(), autocast_context(device, dtype):
+                seconds = time_forward(forward, device, args.warmup, args.repeats, label)
+            peak = probe.peak()
+            over = None if peak is None or probe.baseline is None else peak - probe.baseline
+            rows.append(
+                Row(
+                    config=args.config,
+                    part=part,
+                    frames=frames,
+                    batch=args.batch,
+                    height=args.height,
+                    width=args.width,
+                    dtype=args.dtype,
+                    device=str(device),
+                    query_points=args.query_points if part == "model" else 0,
+                    repeats=args.repeats,
+                    mean_s=statistics.fmean(seconds),
+                    min_s=min(seconds),
+                    std_s=statistics.pstdev(seconds),
+                    peak_bytes=peak,
+                    over_baseline_bytes=over,
+                    memory_kind=probe.kind,
+                )
+            )
+
+    print(
+        f"# torch {env['torch']} | python {env['python']} | device {env['device']}: {env['device_name']} | "
+        f"threads {env['threads']}"
+    )
+    if not probe.on_allocator:
+        print(
+            f"# memory: {probe.kind}; CPU RSS includes the weights and the Python/torch runtime "
+            f"(loaded-model baseline {_gib(probe.baseline)} GiB); 'over model' is peak minus that baseline"
+        )
+    print(format_table(rows))
+    if args.json is not None:
+        payload = {"environment": env, "rows": [asdict(r) for r in rows]}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The inference benchmark runs in-process and returns well-formed rows (timings are never asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_infer.py"
+TINY_ARGS = ["--config", "tiny", "--frames", "1", "--height", "140", "--width", "140", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def bench() -> Iterator[ModuleType]:
+    """benchmarks/ is a folder of scripts, not a package: import the file by path."""
+    spec = importlib.util.spec_from_file_location("bench_infer", BENCH_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the module's annotations through sys.modules
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_tiny_rows(bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    json_path = tmp_path / "rows.json"
+    rows = bench.main([*TINY_ARGS, "--warmup", "0", "--repeats", "1", "--json", str(json_path)])
+
+    assert [row.part for row in rows] == ["aggregator", "model"]  # --part both: aggregator first
+    for row in rows:
+        assert (row.config, row.frames, row.batch, row.height, row.width) == ("tiny", 1, 1, 140, 140)
+        assert (row.dtype, row.device, row.query_points, row.repeats) == ("float32", "cpu", 0, 1)
+        assert row.min_s <= row.mean_s and row.std_s == 0.0  # one repeat: no spread
+        assert row.memory_kind.startswith("RSS peak") or row.memory_kind == "unavailable"
+        assert row.peak_bytes is None or row.peak_bytes > 0
+
+    out = capsys.readouterr().out
+    assert out.startswith("# torch ")
+    assert "memory kind" in out and out.count("\ntiny ") == 2
+
+    payload = json.loads(json_path.read_text())
+    assert payload["environment"]["device"] == "cpu"
+    assert [r["part"] for r in payload["rows"]] == ["aggregator", "model"]
+    assert set(payload["rows"][0]) == {f.name for f in bench.Row.__dataclass_fields__.values()}
+
+
+@pytest.mark.parametrize("flag, value", [("--height", "500"), ("--width", "141")])
+def test_bad_resolution_names_the_value(
+    bench: ModuleType, flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*TINY_ARGS, "--warmup", "0", "--repeats", "1"]
+    args[args.index(flag) + 1] = value
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{flag} {value} is not a multiple of the patch size 14" in err
