@@ -1,23 +1,49 @@
-"""The device boundary: everything backend-specific lives under this package."""
+"""The device boundary: everything backend-specific (torch_npu, torch.cuda) lives under this package."""
 
 from vggt.runtime import kernels
 from vggt.runtime.device import (
-    autocast_disabled,
+    accelerator_module,
+    configure_process,
     default_device,
     device_name,
+    distributed_backend,
+    memory_allocated_bytes,
     peak_memory_bytes,
     reset_peak_memory,
     resolve_device,
+    seed_everything,
+    set_current_device,
     synchronize,
+)
+from vggt.runtime.optim import adamw
+from vggt.runtime.precision import (
+    autocast,
+    autocast_disabled,
+    bf16_supported,
+    grad_scaler,
+    parse_dtype,
+    preferred_amp_dtype,
 )
 
 __all__ = [
-    "kernels",
+    "accelerator_module",
+    "adamw",
+    "autocast",
     "autocast_disabled",
+    "bf16_supported",
+    "configure_process",
     "default_device",
     "device_name",
+    "distributed_backend",
+    "grad_scaler",
+    "kernels",
+    "memory_allocated_bytes",
+    "parse_dtype",
     "peak_memory_bytes",
+    "preferred_amp_dtype",
     "reset_peak_memory",
     "resolve_device",
+    "seed_everything",
+    "set_current_device",
     "synchronize",
 ]

@@ -1,43 +1,44 @@
-"""Device-agnostic helpers the model, training code and benchmarks use instead of backend APIs."""
+"""Accelerator detection and the device-level services the rest of the code asks for.
+
+Picks the device once (NPU when torch_npu imports and a card is visible, else CUDA, else CPU;
+VGGT_DEVICE or an explicit name overrides), and answers everything backend-specific about it:
+distributed backend, synchronisation, memory statistics, seeding and process-level settings.
+Nothing outside `vggt/runtime/` touches torch.cuda or torch_npu.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import os
 import platform
+import random
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import torch
 
+from vggt.runtime import npu
 
-def autocast_disabled(device: torch.device) -> contextlib.AbstractContextManager:
-    """A context that turns autocast off for `device`'s type (cpu, cuda or npu alike)."""
-    return torch.autocast(device_type=device.type, enabled=False)
-
-
-def _import_torch_npu() -> bool:
-    """Import torch_npu if it is installed (importing it registers `torch.npu`); True when it did."""
-    try:
-        import torch_npu  # noqa: F401
-    except ImportError:
-        return False
-    return True
+DEVICE_ENV = "VGGT_DEVICE"
+DIST_BACKENDS = {"npu": "hccl", "cuda": "nccl", "cpu": "gloo"}
 
 
-def _accelerator_module(device: torch.device) -> ModuleType | None:
-    """`torch.cuda` or `torch.npu` for an accelerator device, None for the CPU."""
+def accelerator_module(device: torch.device) -> ModuleType | None:
+    """The device module of an accelerator (torch.cuda, torch_npu.npu); None for the CPU."""
     if device.type == "cpu":
         return None
     if device.type == "cuda":
         return torch.cuda
-    if device.type == "npu" and _import_torch_npu():
-        return torch.npu
+    if device.type == "npu" and npu.installed():
+        return npu.torch_npu().npu
     raise ValueError(f"unsupported device {device}: vggt.runtime supports cpu, cuda and npu (with torch_npu)")
 
 
 def default_device() -> torch.device:
-    """The best device here: an Ascend NPU (torch_npu installed and a card visible), else a CUDA GPU, else the CPU."""
-    if _import_torch_npu() and torch.npu.is_available():
+    """$VGGT_DEVICE if set, else an Ascend NPU (torch_npu installed, a card visible), else CUDA, else the CPU."""
+    if os.environ.get(DEVICE_ENV):
+        return resolve_device(os.environ[DEVICE_ENV])
+    if npu.installed() and npu.torch_npu().npu.is_available():
         return torch.device("npu")
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -45,46 +46,95 @@ def default_device() -> torch.device:
 
 
 def resolve_device(name: str | None = None) -> torch.device:
-    """A usable torch.device from a name such as "cpu", "cuda:1" or "npu:0"; None means default_device().
+    """A usable torch.device from "cpu", "cuda:1", "npu:0" or "auto"/None (default_device()).
 
     Raises ValueError when the device's backend is missing or has no device visible.
     """
-    if name is None:
+    if name is None or name == "auto":
         return default_device()
-    if name.startswith("npu") and not _import_torch_npu():
-        raise ValueError(f"device {name!r} needs torch_npu, which is not installed")
+    if name.startswith("npu") and not npu.installed():
+        raise ValueError(f"device {name!r} needs torch_npu (and the CANN toolkit), which is not installed")
     try:
         device = torch.device(name)  # "npu" parses only once torch_npu has registered it
     except RuntimeError as err:
         raise ValueError(f"{name!r} is not a device name ({err}); use e.g. cpu, cuda:0 or npu:0") from err
-    module = _accelerator_module(device)
+    module = accelerator_module(device)
     if module is not None and not module.is_available():
         raise ValueError(f"device {name!r} is not available on this machine")
     return device
 
 
+def distributed_backend(device: torch.device) -> str:
+    """The torch.distributed backend for `device`: hccl (NPU), nccl (CUDA) or gloo (CPU)."""
+    return DIST_BACKENDS[device.type]
+
+
+def set_current_device(device: torch.device) -> None:
+    """Make `device` (with its index) the current accelerator of this process, e.g. per DDP rank."""
+    module = accelerator_module(device)
+    if module is not None and device.index is not None:
+        module.set_device(device)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for all queued work on `device` to finish (a no-op on the CPU, whose ops run synchronously)."""
-    module = _accelerator_module(device)
+    module = accelerator_module(device)
     if module is not None:
         module.synchronize(device)
 
 
+# memory ------------------------------------------------------------------------------------------
+def memory_allocated_bytes(device: torch.device) -> int | None:
+    """Bytes currently held by tensors on `device`; None on the CPU (no allocator statistics)."""
+    module = accelerator_module(device)
+    return None if module is None else int(module.memory_allocated(device))
+
+
 def reset_peak_memory(device: torch.device) -> None:
     """Restart the allocator's peak statistic at the current allocation (a no-op on the CPU)."""
-    module = _accelerator_module(device)
+    module = accelerator_module(device)
     if module is not None:
         module.reset_peak_memory_stats(device)
 
 
 def peak_memory_bytes(device: torch.device) -> int | None:
-    """Peak bytes held by tensors on `device` since the last reset_peak_memory; None on the CPU (no allocator stats)."""
-    module = _accelerator_module(device)
-    if module is None:
-        return None
-    return int(module.max_memory_allocated(device))
+    """Peak bytes held by tensors on `device` since the last reset_peak_memory; None on the CPU."""
+    module = accelerator_module(device)
+    return None if module is None else int(module.max_memory_allocated(device))
 
 
+# seeding and process settings ----------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy, torch and every accelerator of this process."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds all CUDA devices
+    if npu.installed():
+        npu.torch_npu().npu.manual_seed_all(seed)
+
+
+def configure_process(device: torch.device, deterministic: bool = False, allow_tf32: bool = True) -> None:
+    """Process-wide settings for `device`, applied in one place before any work.
+
+    NPU: binary kernels (jit_compile=False, no online compilation per shape), private storage formats
+    off (ND everywhere: NZ formats have known precision issues), HF32 for float32 matmul and conv when
+    `allow_tf32`, and the CANN deterministic level when `deterministic`. CUDA: TF32 for float32
+    matmul and cuDNN conv when `allow_tf32`; cuDNN deterministic and no autotuning when
+    `deterministic`. Every device: torch.use_deterministic_algorithms(deterministic).
+    """
+    if device.type == "npu":
+        npu.configure(deterministic=deterministic, allow_hf32=allow_tf32)
+    elif device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+        torch.backends.cudnn.allow_tf32 = allow_tf32
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = False
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    torch.use_deterministic_algorithms(deterministic)
+
+
+# names ---------------------------------------------------------------------------------------------
 def _cpu_model_name() -> str:
     """The CPU model from /proc/cpuinfo (Linux), else what the platform module reports."""
     cpuinfo = Path("/proc/cpuinfo")
@@ -98,7 +148,7 @@ def _cpu_model_name() -> str:
 
 def device_name(device: torch.device) -> str:
     """A human-readable name of the hardware behind `device`: the GPU / NPU model, or the CPU model."""
-    module = _accelerator_module(device)
+    module = accelerator_module(device)
     if module is None:
         return _cpu_model_name()
     return str(module.get_device_name(device))

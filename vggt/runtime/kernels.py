@@ -1,22 +1,36 @@
 """Compute kernels the model calls: attention, rotary embedding, exact GELU.
 
-Every attention, RoPE and GELU in `vggt/` goes through these functions so that a device backend
-can swap in a fused kernel in one place. The implementations here are plain PyTorch and define
-the reference numerics every backend must reproduce.
+Every attention, RoPE and GELU in `vggt/` goes through these functions. The backend is chosen per
+call from the tensor's device (npu -> fused torch_npu ops, cuda -> SDPA restricted to the flash /
+memory-efficient kernels, anything else -> plain PyTorch) and can be forced with the environment
+variable VGGT_KERNELS=torch|cuda|npu (the tests run the NPU path on CPU tensors that way). The
+plain PyTorch functions here define the reference numerics every backend reproduces.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
+KERNELS_ENV = "VGGT_KERNELS"
+BACKENDS = ("torch", "cuda", "npu")
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
-    """Softmax attention with scale 1/sqrt(D), no mask.
 
-    q: [B, H, Nq, D], k and v: [B, H, Nk, D] -> [B, H, Nq, D].
-    """
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+def backend_for(x: torch.Tensor) -> str:
+    """The kernel backend for tensors on x's device, unless VGGT_KERNELS forces one."""
+    forced = os.environ.get(KERNELS_ENV)
+    if forced:
+        if forced not in BACKENDS:
+            raise ValueError(f"{KERNELS_ENV}={forced!r} is not one of {', '.join(BACKENDS)}")
+        return forced
+    return x.device.type if x.device.type in ("cuda", "npu") else "torch"
+
+
+# reference implementations ------------------------------------------------------------------
+def torch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -25,14 +39,48 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def torch_rotary_mul(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x * cos + rotate_half(x) * sin
+
+
+def torch_gelu(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x)
+
+
+# dispatch ---------------------------------------------------------------------------------------
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax attention with scale 1/sqrt(D), no mask, no dropout.
+
+    q: [B, H, Nq, D], k and v: [B, H, Nk, D] -> [B, H, Nq, D].
+    """
+    backend = backend_for(q)
+    if backend == "npu":
+        from vggt.runtime import npu
+
+        return npu.attention(q, k, v)
+    if backend == "cuda":
+        from vggt.runtime import cuda
+
+        return cuda.attention(q, k, v)
+    return torch_attention(q, k, v)
+
+
 def rotary_mul(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x * cos + rotate_half(x) * sin.
 
-    x: [B, H, N, D]; cos, sin: broadcastable to x ([1, 1, N, D] or [B, 1, N, D]).
+    x: [B, H, N, D]; cos, sin: [1, 1, N, D] in x's dtype.
     """
-    return x * cos + rotate_half(x) * sin
+    if backend_for(x) == "npu":
+        from vggt.runtime import npu
+
+        return npu.rotary_mul(x, cos, sin)
+    return torch_rotary_mul(x, cos, sin)
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """Exact (erf) GELU."""
-    return F.gelu(x)
+    if backend_for(x) == "npu":
+        from vggt.runtime import npu
+
+        return npu.gelu(x)
+    return torch_gelu(x)
