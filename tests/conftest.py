@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import pytest
 import torch
 
+from tests.npu_emulation.install import install_torch_npu_emulation
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
 
@@ -14,3 +17,26 @@ def tiny_model() -> VGGT:
     """A randomly initialised tiny VGGT in eval mode (seeded)."""
     torch.manual_seed(0)
     return VGGT(config=VGGTConfig.tiny()).eval()
+
+
+@pytest.fixture
+def torch_npu_emulation(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The CPU emulation of torch_npu, importable as `torch_npu` for this test only (skips if a real one exists)."""
+    return install_torch_npu_emulation(monkeypatch)
+
+
+@pytest.fixture
+def npu_kernels(torch_npu_emulation: ModuleType, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Route every kernel through the NPU backend (on CPU tensors, via the emulation) for this test."""
+    monkeypatch.setenv("VGGT_KERNELS", "npu")
+    return torch_npu_emulation
+
+
+@pytest.fixture(params=["torch", "cuda", "npu"])
+def kernel_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each kernel backend in turn, forced with VGGT_KERNELS on CPU tensors (cuda: SDPA's CPU flash kernel,
+    npu: the torch_npu emulation)."""
+    if request.param == "npu":
+        install_torch_npu_emulation(monkeypatch)
+    monkeypatch.setenv("VGGT_KERNELS", request.param)
+    return request.param

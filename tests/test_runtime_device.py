@@ -1,0 +1,147 @@
+"""Device selection, process settings, precision and the optimizer factory of vggt.runtime."""
+
+from __future__ import annotations
+
+import os
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from vggt import runtime
+from vggt.runtime import device as device_module
+from vggt.runtime import npu
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def deterministic_flag_restored():
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+# selection -------------------------------------------------------------------------------------
+def test_cpu_only_machine_defaults_to_the_cpu(monkeypatch):
+    monkeypatch.delenv(device_module.DEVICE_ENV, raising=False)
+    assert runtime.default_device() == CPU
+    assert runtime.resolve_device("auto") == CPU and runtime.resolve_device(None) == CPU
+
+
+def test_vggt_device_environment_variable_overrides_detection(monkeypatch):
+    monkeypatch.setenv(device_module.DEVICE_ENV, "cpu")
+    assert runtime.default_device() == CPU
+    monkeypatch.setenv(device_module.DEVICE_ENV, "cuda:0")
+    with pytest.raises(ValueError, match="'cuda:0' is not available on this machine"):
+        runtime.default_device()
+
+
+def test_unusable_device_names_raise_a_clear_error():
+    with pytest.raises(ValueError, match="needs torch_npu"):
+        runtime.resolve_device("npu:0")
+    with pytest.raises(ValueError, match="'gpu0' is not a device name"):
+        runtime.resolve_device("gpu0")
+
+
+def test_an_installed_torch_npu_with_no_card_falls_back_to_the_cpu(torch_npu_emulation, monkeypatch):
+    monkeypatch.delenv(device_module.DEVICE_ENV, raising=False)
+    assert runtime.default_device() == CPU
+
+
+def test_distributed_backend_matches_the_device_type():
+    assert runtime.distributed_backend(CPU) == "gloo"
+    assert runtime.distributed_backend(torch.device("cuda", 0)) == "nccl"
+    assert runtime.distributed_backend(SimpleNamespace(type="npu")) == "hccl"
+
+
+def test_cpu_has_no_allocator_statistics_but_a_name():
+    assert runtime.peak_memory_bytes(CPU) is None and runtime.memory_allocated_bytes(CPU) is None
+    runtime.reset_peak_memory(CPU)
+    runtime.synchronize(CPU)
+    assert runtime.device_name(CPU)
+
+
+# process settings ------------------------------------------------------------------------------
+def test_configure_process_switches_deterministic_algorithms(deterministic_flag_restored):
+    runtime.configure_process(CPU, deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled()
+    runtime.configure_process(CPU, deterministic=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_npu_settings_use_binary_kernels_nd_formats_and_the_chosen_precision(torch_npu_emulation, monkeypatch):
+    monkeypatch.delenv("HCCL_DETERMINISTIC", raising=False)
+    shim = torch_npu_emulation.npu
+    shim.set_compile_mode(jit_compile=True)
+    shim.config.allow_internal_format = True
+    npu.configure(deterministic=True, allow_hf32=False)
+    assert shim.is_jit_compile_false() and shim.config.allow_internal_format is False
+    assert shim.matmul.allow_hf32 is False and shim.conv.allow_hf32 is False
+    assert shim.get_deterministic_level() == 1
+    assert os.environ["HCCL_DETERMINISTIC"] == "true"
+    npu.configure(deterministic=False, allow_hf32=True)
+    assert shim.matmul.allow_hf32 is True and shim.conv.allow_hf32 is True
+
+
+def test_seed_everything_makes_python_numpy_and_torch_repeat():
+    def draw():
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    runtime.seed_everything(123)
+    first = draw()
+    runtime.seed_everything(123)
+    assert draw() == first
+
+
+# precision --------------------------------------------------------------------------------------
+def test_autocast_runs_matmuls_in_the_requested_dtype_and_can_be_disabled_inside():
+    a = torch.randn(4, 4)
+    with runtime.autocast(CPU, torch.bfloat16):
+        assert (a @ a).dtype == torch.bfloat16
+        with runtime.autocast_disabled(CPU):
+            assert (a @ a).dtype == torch.float32
+    with runtime.autocast(CPU, torch.float32):
+        assert (a @ a).dtype == torch.float32
+
+
+def test_parse_dtype_names_and_auto():
+    assert runtime.parse_dtype("auto", CPU) == torch.bfloat16 == runtime.preferred_amp_dtype(CPU)
+    assert runtime.parse_dtype(None, CPU) == torch.float32
+    assert runtime.parse_dtype("float16", CPU) == torch.float16
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
+        runtime.parse_dtype("fp8", CPU)
+
+
+def test_grad_scaler_is_enabled_for_float16_only():
+    assert runtime.grad_scaler(CPU, torch.float16).is_enabled()
+    assert not runtime.grad_scaler(CPU, torch.bfloat16).is_enabled()
+
+
+# optimizer ---------------------------------------------------------------------------------------
+def adamw_kwargs() -> dict:
+    return {"lr": 1e-3, "weight_decay": 0.05}
+
+
+def test_adamw_on_the_cpu_is_torch_adamw():
+    optimizer = runtime.adamw([torch.nn.Parameter(torch.zeros(2))], CPU, **adamw_kwargs())
+    assert type(optimizer) is torch.optim.AdamW and optimizer.defaults["weight_decay"] == 0.05
+
+
+def test_adamw_on_cuda_is_the_fused_kernel():
+    optimizer = runtime.adamw([torch.nn.Parameter(torch.zeros(2))], SimpleNamespace(type="cuda"), **adamw_kwargs())
+    assert optimizer.defaults["fused"] is True
+
+
+def test_adamw_on_npu_is_npu_fused_adamw_only_where_its_constraints_hold(torch_npu_emulation):
+    npu_device = SimpleNamespace(type="npu")
+    fp32 = [{"params": [torch.nn.Parameter(torch.zeros(2))]}]
+    fused = runtime.adamw(fp32, npu_device, zero_grad_set_to_none=False, **adamw_kwargs())
+    assert isinstance(fused, torch_npu_emulation.optim.NpuFusedAdamW)
+
+    bf16 = [torch.nn.Parameter(torch.zeros(2, dtype=torch.bfloat16))]
+    for params, set_to_none in ((bf16, False), (fp32, True)):
+        optimizer = runtime.adamw(params, npu_device, zero_grad_set_to_none=set_to_none, **adamw_kwargs())
+        assert type(optimizer) is torch.optim.AdamW and optimizer.defaults["foreach"] is True
