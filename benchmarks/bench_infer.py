@@ -19,26 +19,18 @@ import contextlib
 import functools
 import gc
 import json
-import platform
 import statistics
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
+from common import aligned_table, environment, environment_line, int_at_least, patch_multiple_error, time_calls
 
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
-from vggt.runtime import (
-    device_name,
-    peak_memory_bytes,
-    reset_peak_memory,
-    resolve_device,
-    synchronize,
-)
+from vggt.runtime import peak_memory_bytes, reset_peak_memory, resolve_device
 from vggt.synthetic_weights import synthetic_model
 
 PRESETS = ("vggt_1b", "small_reference", "tiny")
@@ -172,26 +164,6 @@ def autocast_context(device: torch.device, dtype: torch.dtype) -> contextlib.Abs
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def time_forward(
-    forward: Callable[[], Any], device: torch.device, warmup: int, repeats: int, label: str
-) -> list[float]:
-    """Seconds of each of `repeats` synchronized calls of `forward`, after `warmup` untimed calls."""
-    for i in range(warmup):
-        start = time.perf_counter()
-        forward()
-        synchronize(device)
-        print(f"  {label} warmup {i + 1}/{warmup}: {time.perf_counter() - start:.3f} s", file=sys.stderr)
-    seconds = []
-    for i in range(repeats):
-        synchronize(device)  # start from an idle device so queued work is not billed to this call
-        start = time.perf_counter()
-        forward()
-        synchronize(device)
-        seconds.append(time.perf_counter() - start)
-        print(f"  {label} repeat {i + 1}/{repeats}: {seconds[-1]:.3f} s", file=sys.stderr)
-    return seconds
-
-
 # output ----------------------------------------------------------------------------------------
 def _gib(value: int | None) -> str:
     return "n/a" if value is None else f"{value / GIB:.3f}"
@@ -234,39 +206,10 @@ def format_table(rows: Sequence[Row]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
-    lines = [" | ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in [header, *cells]]
-    lines.insert(1, "-+-".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """What the numbers depend on besides the arguments: software versions, hardware, threads."""
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-        "device_name": device_name(device),
-        "threads": torch.get_num_threads(),
-    }
+    return aligned_table(header, cells)
 
 
 # command line ----------------------------------------------------------------------------------
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= `minimum`."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=(
@@ -292,18 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--frames",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         nargs="+",
         default=[1, 2, 8],
         help="frame counts S; each gets its own rows (default: 1 2 8)",
     )
     parser.add_argument(
-        "--height", type=_int_at_least(1), default=518, help="image height, a multiple of 14 (default: %(default)s)"
+        "--height", type=int_at_least(1), default=518, help="image height, a multiple of 14 (default: %(default)s)"
     )
     parser.add_argument(
-        "--width", type=_int_at_least(1), default=518, help="image width, a multiple of 14 (default: %(default)s)"
+        "--width", type=int_at_least(1), default=518, help="image width, a multiple of 14 (default: %(default)s)"
     )
-    parser.add_argument("--batch", type=_int_at_least(1), default=1, help="batch size B (default: %(default)s)")
+    parser.add_argument("--batch", type=int_at_least(1), default=1, help="batch size B (default: %(default)s)")
     parser.add_argument(
         "--dtype",
         choices=tuple(DTYPES),
@@ -316,10 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch device name such as cpu, cuda:0 or npu:0 (default: an NPU, else a GPU, else the CPU)",
     )
     parser.add_argument(
-        "--warmup", type=_int_at_least(0), default=1, help="untimed forwards before each row (default: %(default)s)"
+        "--warmup", type=int_at_least(0), default=1, help="untimed forwards before each row (default: %(default)s)"
     )
     parser.add_argument(
-        "--repeats", type=_int_at_least(1), default=3, help="timed forwards per row (default: %(default)s)"
+        "--repeats", type=int_at_least(1), default=3, help="timed forwards per row (default: %(default)s)"
     )
     parser.add_argument(
         "--part",
@@ -329,13 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--query-points",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=0,
         help="random query points for the track head in model rows; 0 skips tracking (default: %(default)s)",
     )
     parser.add_argument(
         "--threads",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=None,
         help="torch.set_num_threads, the CPU intra-op thread count (default: torch's own choice)",
     )
@@ -352,12 +295,9 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     config = VGGTConfig.preset(args.config)
     patch = config.patch_size
     for name in ("height", "width"):
-        value = getattr(args, name)
-        if value % patch:
-            parser.error(
-                f"--{name} {value} is not a multiple of the patch size {patch}; "
-                f"try {max(patch, value // patch * patch)} or {(value // patch + 1) * patch}"
-            )
+        error = patch_multiple_error(f"--{name}", getattr(args, name), patch)
+        if error:
+            parser.error(error)
     try:
         device = resolve_device(args.device)
     except ValueError as err:
@@ -387,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
             print(f"{label}:", file=sys.stderr)
             probe.start()
             with torch.inference_mode(), autocast_context(device, dtype):
-                seconds = time_forward(forward, device, args.warmup, args.repeats, label)
+                seconds = time_calls(forward, device, args.warmup, args.repeats, label)
             peak = probe.peak()
             over = None if peak is None or probe.baseline is None else peak - probe.baseline
             rows.append(
@@ -411,10 +351,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
                 )
             )
 
-    print(
-        f"# torch {env['torch']} | python {env['python']} | device {env['device']}: {env['device_name']} | "
-        f"threads {env['threads']}"
-    )
+    print(environment_line(env))
     if not probe.on_allocator:
         print(
             f"# memory: {probe.kind}; CPU RSS includes the weights and the Python/torch runtime "

@@ -1,13 +1,19 @@
-"""Shared test helpers: fixture paths, reference key lists, reference tolerances, synthetic models."""
+"""Shared test helpers: fixture paths, reference key lists, reference tolerances, benchmark scripts."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def read_keys_tsv(name: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -32,3 +38,20 @@ def assert_tracks_within_reference_tolerance(out: dict, ref: np.lib.npyio.NpzFil
     for key in ("vis", "conf"):
         assert out[key].shape == ref[key].shape
         assert np.abs(out[key].numpy() - ref[key]).max() <= 0.05, key
+
+
+@contextlib.contextmanager
+def benchmark_script(name: str) -> Iterator[ModuleType]:
+    """benchmarks/<name>.py imported as a module for the block, the way running the script sees it.
+
+    benchmarks/ is a folder of scripts that import their shared `common` module by its bare name,
+    which works because a script's own folder comes first on sys.path: the same is arranged here.
+    """
+    folder = str(BENCHMARKS)
+    sys.path.insert(0, folder)
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)
+        for module in (name, "common"):  # the next import sees the files as they are then
+            sys.modules.pop(module, None)

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCH_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_infer.py"
+from tests.helpers import benchmark_script
+
 TINY_ARGS = ["--config", "tiny", "--frames", "1", "--height", "140", "--width", "140", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    """benchmarks/ is a folder of scripts, not a package: import the file by path."""
-    spec = importlib.util.spec_from_file_location("bench_infer", BENCH_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the module's annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with benchmark_script("bench_infer") as module:
+        yield module
 
 
 def test_tiny_rows(bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

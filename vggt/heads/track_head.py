@@ -2,55 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
+from vggt.config import VGGTConfig
 from vggt.heads.dpt_head import DPTHead
 from vggt.heads.tracker import BaseTrackerPredictor
 
 
 class TrackHead(nn.Module):
-    def __init__(
-        self,
-        dim_in: int,
-        patch_size: int = 14,
-        features: int = 128,
-        out_channels: Sequence[int] = (256, 512, 1024, 1024),
-        intermediate_layer_idx: Sequence[int] = (4, 11, 17, 23),
-        iters: int = 4,
-        stride: int = 2,
-        corr_levels: int = 7,
-        corr_radius: int = 4,
-        hidden_size: int = 384,
-        num_heads: int = 8,
-        depth: int = 6,
-        num_virtual_tracks: int = 64,
-        max_scale: float = 518.0,
-    ):
+    def __init__(self, config: VGGTConfig):
         super().__init__()
-        self.iters = iters
+        c = config
+        self.iters = c.tracker_iterations
         self.feature_extractor = DPTHead(
-            dim_in,
-            patch_size=patch_size,
-            features=features,
-            out_channels=out_channels,
-            intermediate_layer_idx=intermediate_layer_idx,
+            c.head_dim_in,
+            patch_size=c.patch_size,
+            features=c.track_features,
+            out_channels=c.track_out_channels,
+            intermediate_layer_idx=c.dpt_intermediate_layers,
             feature_only=True,
-            down_ratio=stride,
+            down_ratio=c.tracker_stride,
             pos_embed=False,
         )
         self.tracker = BaseTrackerPredictor(
-            stride=stride,
-            corr_levels=corr_levels,
-            corr_radius=corr_radius,
-            latent_dim=features,
-            hidden_size=hidden_size,
-            num_heads=num_heads,
-            depth=depth,
-            num_virtual_tracks=num_virtual_tracks,
-            max_scale=max_scale,
+            stride=c.tracker_stride,
+            corr_levels=c.tracker_corr_levels,
+            corr_radius=c.tracker_corr_radius,
+            latent_dim=c.track_features,
+            hidden_size=c.tracker_hidden_size,
+            num_heads=c.tracker_num_heads,
+            depth=c.tracker_depth,
+            num_virtual_tracks=c.tracker_num_virtual_tracks,
+            max_scale=c.tracker_max_scale,
         )
 
     def min_image_size(self) -> int:

@@ -77,26 +77,7 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         )
         self.point_head = dense_head(4, "inv_log") if c.enable_point else None
         self.depth_head = dense_head(2, "exp") if c.enable_depth else None
-        self.track_head = (
-            TrackHead(
-                c.head_dim_in,
-                patch_size=c.patch_size,
-                features=c.track_features,
-                out_channels=c.track_out_channels,
-                intermediate_layer_idx=c.dpt_intermediate_layers,
-                iters=c.tracker_iterations,
-                stride=c.tracker_stride,
-                corr_levels=c.tracker_corr_levels,
-                corr_radius=c.tracker_corr_radius,
-                hidden_size=c.tracker_hidden_size,
-                num_heads=c.tracker_num_heads,
-                depth=c.tracker_depth,
-                num_virtual_tracks=c.tracker_num_virtual_tracks,
-                max_scale=c.tracker_max_scale,
-            )
-            if c.enable_track
-            else None
-        )
+        self.track_head = TrackHead(c) if c.enable_track else None
 
     def forward(
         self, images: torch.Tensor, query_points: torch.Tensor | None = None, frames_chunk_size: int | None = 8
