@@ -82,10 +82,12 @@ def test_npu_rotary_mul_falls_back_outside_the_fused_ops_batch_range(npu_kernels
 
 
 def test_npu_kernels_give_the_torch_gradients(monkeypatch, torch_npu_emulation):
-    """Forward + backward through every head: each parameter gradient agrees to 1e-5 of its largest entry.
+    """Forward + backward through every head, NPU kernels vs PyTorch kernels.
 
-    One tracker iteration: over several, the iterative sampling amplifies float32 rounding into
-    percent-level gradient differences, whatever the kernels (measured: 1.7e-2 with 4 iterations).
+    Tolerance: relative L2 difference 1e-5 over all gradients together and 1e-3 per tensor. Measured:
+    1e-6 overall on torch 2.1 and 2.13; per tensor 2e-6 (2.13) and 2e-4 (2.1, in the first DPT layer,
+    whose gradient sums many cancelling terms). One tracker iteration: over several, the iterative
+    sampling amplifies float32 rounding into percent-level differences whatever the kernels.
     """
     torch.manual_seed(0)
     model = VGGT(config=dataclasses.replace(VGGTConfig.tiny(), tracker_iterations=1)).train()
@@ -101,7 +103,14 @@ def test_npu_kernels_give_the_torch_gradients(monkeypatch, torch_npu_emulation):
         return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
     reference, fused = gradients("torch"), gradients("npu")
-    assert reference.keys() == fused.keys() and len(reference) > 100
+    assert reference.keys() == fused.keys() and any(k.startswith("track_head.tracker") for k in reference)
+
+    def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a - b).norm() / b.norm())
+
+    assert (
+        relative(torch.cat([g.flatten() for g in fused.values()]), torch.cat([g.flatten() for g in reference.values()]))
+        < 1e-5
+    )
     for name, grad in reference.items():
-        scale = grad.abs().max().clamp(min=1e-6)
-        assert (fused[name] - grad).abs().max() <= 1e-5 * scale, name
+        assert relative(fused[name], grad) < 1e-3, name
