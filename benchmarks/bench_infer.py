@@ -30,7 +30,7 @@ from common import aligned_table, environment, environment_line, int_at_least, p
 
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
-from vggt.runtime import peak_memory_bytes, reset_peak_memory, resolve_device
+from vggt.runtime import configure_process, peak_memory_bytes, reset_peak_memory, resolve_device
 from vggt.synthetic_weights import synthetic_model
 
 PRESETS = ("vggt_1b", "small_reference", "tiny")
@@ -304,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         parser.error(f"--device: {err}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    configure_process(device)  # the settings inference runs under (NPU binary kernels, TF32 / HF32)
     dtype = DTYPES[args.dtype]
 
     print(f"loading {args.config} with synthetic weights on {device} ...", file=sys.stderr)
