@@ -86,7 +86,8 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
 
         Returns pose_enc [B, S, 9] (+ pose_enc_list), depth [B, S, H, W, 1], depth_conf [B, S, H, W],
         world_points [B, S, H, W, 3], world_points_conf, and with query points track [B, S, N, 2],
-        vis and conf [B, S, N]; in eval mode also the (batched) input images.
+        vis and conf [B, S, N] (in training mode also track_list, every tracker iteration); in eval mode
+        also the (batched) input images.
         """
         images, query_points = self.check_inputs(images, query_points)
         tokens, patch_start_idx = self.aggregator(images)
@@ -108,6 +109,8 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
                 tokens, images, patch_start_idx, query_points=query_points, frames_chunk_size=frames_chunk_size
             )
             predictions["track"], predictions["vis"], predictions["conf"] = track_list[-1], vis, conf
+            if self.training:
+                predictions["track_list"] = track_list  # every iteration, for the iteration-weighted track loss
         if not self.training:
             predictions["images"] = images
         return predictions

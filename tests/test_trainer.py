@@ -1,0 +1,155 @@
+"""The trainer: batch splitting, schedule, freezing, clipping, non-finite skips, logs, checkpoints, learning."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import MissingMandatoryValue
+
+from tests.training_helpers import LINE, SCENES, compose_config, parse_log, small_overrides
+from training.data.synthetic import generate_scenes
+from training.trainer import Trainer, split_batch
+from training.utils.optim import GradientClipper, freeze, keep_frozen_in_eval, lr_at, step_unless_nonfinite
+from vggt.config import VGGTConfig
+from vggt.models.vggt import VGGT
+
+
+@pytest.fixture(scope="session")
+def scenes_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scenes")
+    generate_scenes(
+        out,
+        num_sequences=SCENES["num_sequences"],
+        frames_per_sequence=SCENES["frames_per_sequence"],
+        image_size=tuple(SCENES["scene_size"]),
+        seed=SCENES["scene_seed"],
+    )
+    return out
+
+
+def make_trainer(scenes_dir: Path, run_dir: Path, *extra: str) -> Trainer:
+    return Trainer(compose_config(small_overrides(scenes_dir) + list(extra)), run_dir)
+
+
+# pieces ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size, chunks", [(5, 2), (3, 8), (4, 4), (1, 2)])
+def test_split_batch_keeps_every_sample_even_when_accum_steps_exceed_the_batch(size, chunks):
+    batch = {"images": torch.arange(size).view(size, 1), "seq_name": [f"s{i}" for i in range(size)], "n": 3}
+    parts = split_batch(batch, min(chunks, size))
+    assert torch.equal(torch.cat([p["images"] for p in parts]), batch["images"])
+    assert sum((p["seq_name"] for p in parts), []) == batch["seq_name"]
+    sizes = [p["images"].shape[0] for p in parts]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+def test_lr_warms_up_linearly_then_follows_a_cosine_to_the_minimum():
+    base, low, warm = 5e-5, 1e-8, 0.05
+    assert lr_at(0.0, base, low, warm) == pytest.approx(low)
+    assert lr_at(0.025, base, low, warm) == pytest.approx(low + (base - low) / 2)
+    assert lr_at(0.05, base, low, warm) == pytest.approx(base)
+    assert lr_at(0.525, base, low, warm) == pytest.approx(low + (base - low) * 0.5 * (1 + math.cos(math.pi / 2)))
+    assert lr_at(1.0, base, low, warm) == pytest.approx(low)
+
+
+def test_freezing_by_glob_stops_gradients_and_keeps_the_module_in_eval():
+    model = VGGT(config=VGGTConfig.tiny(), enable_track=False)
+    frozen = freeze(model, ["*aggregator*"])
+    assert frozen == ["aggregator"]
+    assert not any(p.requires_grad for p in model.aggregator.parameters())
+    assert all(p.requires_grad for p in model.camera_head.parameters())
+    model.train()
+    keep_frozen_in_eval(model, frozen)
+    assert not model.aggregator.training and model.camera_head.training
+    with pytest.raises(ValueError, match="'\\*agregator\\*' matches no module"):
+        freeze(model, ["*agregator*"])
+
+
+def test_clipper_clips_each_module_group_to_its_own_norm_and_requires_full_coverage():
+    model = VGGT(config=VGGTConfig.tiny(), enable_track=False, enable_point=False)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    clipper = GradientClipper(model, [{"modules": ["aggregator"], "max_norm": 1.0}, {"modules": ["camera", "depth"]}])
+    # first matching group wins: aggregator.camera_token belongs to "aggregator", not to "camera"
+    groups = {"aggregator": lambda n: "aggregator" in n, "camera_depth": lambda n: n.startswith(("camera", "depth"))}
+    expected = {
+        name: torch.sqrt(sum((p.grad**2).sum() for n, p in model.named_parameters() if belongs(n)))
+        for name, belongs in groups.items()
+    }
+    norms = clipper.clip()
+    for name, norm in expected.items():
+        torch.testing.assert_close(norms[name], norm)
+    clipped = torch.sqrt(sum((p.grad**2).sum() for p in model.aggregator.parameters()))
+    torch.testing.assert_close(clipped, torch.tensor(1.0), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="covers no group for the trainable parameters of \\['depth_head'\\]"):
+        GradientClipper(model, [{"modules": ["aggregator"]}, {"modules": ["camera"]}])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_non_finite_gradient_skips_the_optimizer_step(fused):
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([param], lr=0.1, fused=fused)
+    param.grad = torch.tensor([1.0, float("nan"), 1.0])
+    step_unless_nonfinite(optimizer, torch.tensor(True))
+    assert torch.equal(param.detach(), torch.ones(3))
+    param.grad = torch.ones(3)
+    step_unless_nonfinite(optimizer, torch.tensor(False))
+    assert (param.detach() < 1).all()
+
+
+# the trainer -------------------------------------------------------------------------------------
+def test_non_finite_batch_skips_the_step_without_touching_the_weights(scenes_dir, tmp_path):
+    trainer = make_trainer(scenes_dir, tmp_path, "checkpoint.resume=null")
+    batch = trainer.to_device(next(iter(trainer.loader(trainer.train_set, trainer.cfg.data.train, 0, 0, 1))))
+    batch["images"][0, 0, 0, 0, 0] = float("nan")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.set_train_mode()
+    logged = trainer.train_step(batch)
+    assert logged["skipped_steps"].item() == 1.0
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_overfitting_one_batch_drives_the_loss_down(scenes_dir, tmp_path):
+    trainer = make_trainer(scenes_dir, tmp_path, "checkpoint.resume=null", "optim.warmup_fraction=0")
+    batch = trainer.to_device(next(iter(trainer.loader(trainer.train_set, trainer.cfg.data.train, 0, 0, 1))))
+    trainer.set_train_mode()
+    losses = [trainer.train_step(batch)["loss_objective"].item() for _ in range(60)]
+    assert losses[-1] < 0.3 * losses[0], (losses[0], losses[-1])
+
+
+def test_a_run_logs_in_the_launcher_format_and_writes_checkpoints_and_tensorboard(scenes_dir, tmp_path):
+    trainer = make_trainer(scenes_dir, tmp_path, "max_epochs=2", "limit_train_batches=3", "checkpoint.save_freq=2")
+    trainer.run()
+    lines = [line for line in (tmp_path / "log.txt").read_text().splitlines() if line.startswith("Train Epoch")]
+    assert [LINE.match(line).group(1, 2, 3) for line in lines] == [
+        (str(e), str(s), "3") for e in range(2) for s in (1, 2, 3)
+    ]
+    names = set(parse_log(tmp_path / "log.txt")[0])
+    assert {"Loss/train_loss_objective", "Loss/train_loss_camera", "Loss/train_loss_reg_depth"} <= names
+    assert any(line.startswith("Val Epoch: [2]") for line in (tmp_path / "log.txt").read_text().splitlines())
+    state = torch.load(tmp_path / "ckpts" / "checkpoint.pt", weights_only=False)
+    assert {"model", "optimizer", "scaler", "epoch", "step", "sampler", "scheduler", "rng", "config"} <= set(state)
+    assert (state["epoch"], state["step"]) == (2, 0)
+    assert (tmp_path / "ckpts" / "checkpoint_2.pt").is_file()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_initial_weights_from_an_upstream_style_state_dict_are_loaded_with_a_key_report(scenes_dir, tmp_path):
+    source = VGGT(config=VGGTConfig.tiny(), enable_track=False)
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("camera_head.trunk.1")}
+    torch.save(state, tmp_path / "model.pt")
+    trainer = make_trainer(scenes_dir, tmp_path / "run", f"model.init_weights={tmp_path / 'model.pt'}")
+    torch.testing.assert_close(trainer.model.depth_head.norm.weight, state["depth_head.norm.weight"])
+    assert "missing in checkpoint" in (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_unknown_config_keys_and_missing_dataset_paths_are_named(scenes_dir, tmp_path):
+    with pytest.raises(ConfigCompositionException, match="optim.learning_rate"):
+        compose_config(small_overrides(scenes_dir) + ["optim.learning_rate=1"])
+    cfg = compose_config(small_overrides(scenes_dir) + ["data.train.kind=co3d", "data.train.co3d_dir=???"])
+    with pytest.raises(MissingMandatoryValue, match="co3d_dir"):
+        Trainer(cfg, tmp_path)

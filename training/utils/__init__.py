@@ -1,0 +1,1 @@
+"""Trainer utilities: checkpoints, distributed setup, logging, optimisation."""

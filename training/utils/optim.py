@@ -1,0 +1,103 @@
+"""Optimisation pieces of the trainer: LR schedule, freezing by glob, per-module clipping, non-finite skips."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def lr_at(progress: float, base_lr: float, min_lr: float, warmup_fraction: float) -> float:
+    """Linear warm-up from min_lr to base_lr over `warmup_fraction` of training, then cosine down to min_lr.
+
+    progress: fraction of training done, (epoch + step / steps_per_epoch) / max_epochs, in [0, 1].
+    """
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < warmup_fraction:
+        return min_lr + (base_lr - min_lr) * progress / warmup_fraction
+    t = (progress - warmup_fraction) / max(1.0 - warmup_fraction, 1e-12)
+    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * t))
+
+
+def freeze(model: nn.Module, patterns: Sequence[str]) -> list[str]:
+    """Freeze every module whose name matches a glob (e.g. "*aggregator*"); returns the frozen names.
+
+    Frozen modules get requires_grad=False on all parameters; keep them in eval mode with
+    `keep_frozen_in_eval`. A pattern that matches nothing is an error (a typo would silently train).
+    """
+    modules = {name: module for name, module in model.named_modules() if name}
+    matched: set[str] = set()
+    for pattern in patterns:
+        hits = {name for name in modules if fnmatch.fnmatchcase(name, pattern)}
+        if not hits:
+            top = sorted({name.split(".")[0] for name in modules})
+            raise ValueError(f"optim.frozen pattern {pattern!r} matches no module; top-level modules: {top}")
+        matched |= hits
+    # report the outermost matches only: freezing a module freezes its children
+    frozen = sorted(m for m in matched if not any(m.startswith(other + ".") for other in matched))
+    for name in frozen:
+        modules[name].requires_grad_(False)
+    return frozen
+
+
+def keep_frozen_in_eval(model: nn.Module, frozen: Sequence[str]) -> None:
+    """After model.train(): frozen modules stay in eval (no activation checkpointing, fixed behaviour)."""
+    modules = dict(model.named_modules())
+    for name in frozen:
+        modules[name].eval()
+
+
+class GradientClipper:
+    """Per-module gradient-norm clipping: each trainable parameter belongs to the first group whose
+    module name occurs in its name (upstream's substring rule); every trainable parameter must be covered."""
+
+    def __init__(self, model: nn.Module, groups: Sequence[dict[str, Any]]):
+        self.groups: list[tuple[str, list[nn.Parameter], float, float]] = []
+        assigned: set[str] = set()
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        for group in groups:
+            modules = list(group["modules"])
+            params = [p for n, p in trainable if n not in assigned and any(m in n for m in modules)]
+            assigned.update(n for n, _ in trainable if any(m in n for m in modules))
+            if params:
+                label = "_".join(modules)
+                self.groups.append(
+                    (label, params, float(group.get("max_norm", 1.0)), float(group.get("norm_type", 2.0)))
+                )
+        uncovered = sorted({n.split(".")[0] for n, _ in trainable if n not in assigned})
+        if uncovered:
+            raise ValueError(
+                f"optim.clip covers no group for the trainable parameters of {uncovered}; add e.g. "
+                f"{{modules: [{uncovered[0].removesuffix('_head')}], max_norm: 1.0}} to optim.clip"
+            )
+
+    def clip(self) -> dict[str, torch.Tensor]:
+        """Clip each group in place; returns the pre-clip total norm of each group (device tensors)."""
+        norms = {}
+        for label, params, max_norm, norm_type in self.groups:
+            grads = [p for p in params if p.grad is not None]
+            if grads:
+                norms[label] = torch.nn.utils.clip_grad_norm_(grads, max_norm, norm_type=norm_type)
+        return norms
+
+
+def step_unless_nonfinite(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> None:
+    """optimizer.step(), skipped when `found_inf` (a device scalar) is nonzero.
+
+    Optimizers that accept the flag on the device (fused AdamW) skip without a host sync; the others
+    need one read of the flag. Gradients are all-reduced by DDP first, so every rank sees the same
+    flag and skips together.
+    """
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer.grad_scale = None
+        optimizer.found_inf = found_inf.to(torch.float32)
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf, optimizer.grad_scale
+    elif not bool(found_inf):
+        optimizer.step()
