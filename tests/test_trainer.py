@@ -153,3 +153,23 @@ def test_unknown_config_keys_and_missing_dataset_paths_are_named(scenes_dir, tmp
     cfg = compose_config(small_overrides(scenes_dir) + ["data.train.kind=co3d", "data.train.co3d_dir=???"])
     with pytest.raises(MissingMandatoryValue, match="co3d_dir"):
         Trainer(cfg, tmp_path)
+
+
+def test_track_head_trains_on_ground_truth_tracks_built_from_depth(scenes_dir, tmp_path):
+    trainer = make_trainer(
+        scenes_dir,
+        tmp_path,
+        "checkpoint.resume=null",
+        "data.img_size=140",  # the tracker's correlation pyramid needs >= 128 px
+        "model.enable_track=true",
+        "data.train.track_num=8",
+        "data.train.aspects=[1.0,1.0]",
+        "+loss.track={weight:0.1}",
+    )
+    batch = trainer.to_device(next(iter(trainer.loader(trainer.train_set, trainer.cfg.data.train, 0, 0, 1))))
+    assert batch["tracks"].shape[-2:] == (8, 2) and batch["track_positive_mask"].any()
+    trainer.set_train_mode()
+    before = trainer.model.track_head.tracker.vis_predictor[0].weight.clone()
+    logged = trainer.train_step(batch)
+    assert torch.isfinite(logged["loss_track"]) and torch.isfinite(logged["loss_vis"])
+    assert not torch.equal(trainer.model.track_head.tracker.vis_predictor[0].weight, before)

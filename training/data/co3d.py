@@ -11,6 +11,7 @@ float16 bit patterns) with a valid-depth mask in `<category>/<sequence>/depth_ma
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -44,18 +45,26 @@ HOW_TO_GET_ANNOTATIONS = (
 
 
 # depth PNGs ---------------------------------------------------------------------------------------
-def write_depth_png(path: str | Path, depth: np.ndarray) -> None:
-    """Write depth [H, W] as a 16-bit PNG holding its float16 bit patterns (Co3D's depth encoding)."""
+def encode_depth_png(depth: np.ndarray, name: str | Path = "depth") -> bytes:
+    """Depth [H, W] as the bytes of a 16-bit PNG holding its float16 bit patterns (Co3D's depth encoding)."""
     depth = np.asarray(depth)
     if depth.ndim != 2:
-        raise ValueError(f"depth for {path} must be [H, W], got shape {depth.shape}")
+        raise ValueError(f"depth for {name} must be [H, W], got shape {depth.shape}")
     finite = depth[np.isfinite(depth)]
     if finite.size and np.abs(finite).max() > FLOAT16_MAX:
-        raise ValueError(f"depth for {path} reaches {np.abs(finite).max():g}, beyond float16's {FLOAT16_MAX:g}")
+        raise ValueError(f"depth for {name} reaches {np.abs(finite).max():g}, beyond float16's {FLOAT16_MAX:g}")
     bits = depth.astype(np.float16).view(np.uint16).astype("<u2")
     height, width = bits.shape
+    buffer = io.BytesIO()
+    Image.frombytes("I;16", (width, height), bits.tobytes()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_depth_png(path: str | Path, depth: np.ndarray) -> None:
+    """Write depth [H, W] in Co3D's encoding (see encode_depth_png)."""
+    data = encode_depth_png(depth, path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.frombytes("I;16", (width, height), bits.tobytes()).save(path, format="PNG")
+    Path(path).write_bytes(data)
 
 
 def read_depth_png(path: str | Path) -> np.ndarray:
@@ -96,17 +105,21 @@ def clip_far_depths(depth: np.ndarray, percentile: float) -> np.ndarray:
 
 
 # annotation files -------------------------------------------------------------------------------
-def write_annotations(path: str | Path, sequences: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-    """Write `{sequence: [frame dict]}` as gzip-compressed JSON (numpy arrays become nested lists)."""
+def encode_annotations(sequences: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
+    """`{sequence: [frame dict]}` as gzip-compressed JSON with a zero timestamp (bytes depend only on the data)."""
     payload = {
         name: [
             {key: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for key, v in f.items()} for f in frames
         ]
         for name, frames in sequences.items()
     }
+    return gzip.compress(json.dumps(payload).encode("utf-8"), mtime=0)
+
+
+def write_annotations(path: str | Path, sequences: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+    """Write an annotation file (.jgz, see encode_annotations)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt", encoding="utf-8") as file:
-        json.dump(payload, file)
+    Path(path).write_bytes(encode_annotations(sequences))
 
 
 def read_annotations(path: str | Path) -> Any:

@@ -27,7 +27,6 @@ pixel intrinsics. Generate from the command line with `python -m training.data.s
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
 import json
 import math
@@ -42,6 +41,8 @@ from typing import Any, TypedDict
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from training.data.co3d import encode_annotations, encode_depth_png
 
 GENERATOR_VERSION = 1  # bump when the rendered output changes, so old caches are not mistaken for new ones
 MANIFEST = "manifest.json"
@@ -342,16 +343,6 @@ def _encode(image: Image.Image, **options: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _depth_png(depth: np.ndarray) -> bytes:
-    """Co3D depth encoding: float16 bit patterns stored in a 16-bit grayscale PNG."""
-    return _encode(Image.fromarray(depth.astype(np.float16).view(np.uint16)), format="PNG")
-
-
-def _annotations_jgz(sequences: Mapping[str, list[dict]]) -> bytes:
-    """Gzip JSON with a zero timestamp, so the bytes depend only on the data."""
-    return gzip.compress(json.dumps(sequences).encode(), mtime=0)
-
-
 def _manifest_json(params: dict, complete: bool) -> bytes:
     return json.dumps({"params": params, "complete": complete}, indent=2).encode()
 
@@ -460,7 +451,7 @@ def generate_scenes(
             _write_atomically(
                 seq_dir / "images" / f"{stem}.jpg", _encode(Image.fromarray(rgb), format="JPEG", quality=95)
             )
-            _write_atomically(seq_dir / "depths" / f"{stem}.jpg.geometric.png", _depth_png(depth))
+            _write_atomically(seq_dir / "depths" / f"{stem}.jpg.geometric.png", encode_depth_png(depth))
             _write_atomically(seq_dir / "depth_masks" / f"{stem}.png", _encode(mask, format="PNG"))
             frames.append(
                 {
@@ -474,7 +465,7 @@ def generate_scenes(
     bar.close()
     for split, split_names in sequences.items():
         split_annotations = {n: annotations[n] for n in split_names}
-        _write_atomically(annotation_dir / f"{category}_{split}.jgz", _annotations_jgz(split_annotations))
+        _write_atomically(annotation_dir / f"{category}_{split}.jgz", encode_annotations(split_annotations))
     _write_atomically(manifest, _manifest_json(params, complete=True))  # last: marks the run complete
     result["generated"] = True
     return result
