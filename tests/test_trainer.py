@@ -147,6 +147,11 @@ def test_initial_weights_from_an_upstream_style_state_dict_are_loaded_with_a_key
     assert "missing in checkpoint" in (tmp_path / "run" / "log.txt").read_text()
 
 
+def test_a_trainable_head_without_a_loss_is_rejected(scenes_dir, tmp_path):
+    with pytest.raises(ValueError, match="model.enable_point=true but loss.point is null"):
+        make_trainer(scenes_dir, tmp_path, "model.enable_point=true")
+
+
 def test_unknown_config_keys_and_missing_dataset_paths_are_named(scenes_dir, tmp_path):
     with pytest.raises(ConfigCompositionException, match="optim.learning_rate"):
         compose_config(small_overrides(scenes_dir) + ["optim.learning_rate=1"])

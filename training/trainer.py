@@ -59,6 +59,17 @@ def split_batch(batch: dict[str, Any], chunks: int) -> list[dict[str, Any]]:
     ]
 
 
+def check_heads_have_losses(model: VGGT, loss_cfg: DictConfig) -> None:
+    """A trainable head without a loss gets no gradient: wasted compute, and DDP fails on unused parameters."""
+    for name in ("camera", "depth", "point", "track"):
+        head = getattr(model, f"{name}_head")
+        if head is not None and loss_cfg.get(name) is None and any(p.requires_grad for p in head.parameters()):
+            raise ValueError(
+                f"model.enable_{name}=true but loss.{name} is null: the {name} head would get no gradient; "
+                f"set loss.{name}, or model.enable_{name}=false, or freeze it via optim.frozen"
+            )
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg = cfg
@@ -79,6 +90,7 @@ class Trainer:
         self.frozen = freeze(self.model, list(cfg.optim.frozen))
         if self.frozen:
             LOGGER.info(f"frozen modules: {self.frozen}")
+        check_heads_have_losses(self.model, cfg.loss)
         self.model.aggregator.set_activation_checkpointing(bool(cfg.model.activation_checkpointing))
         self.model.to(self.device)
         self.loss = MultitaskLoss(**OmegaConf.to_container(cfg.loss, resolve=True))
