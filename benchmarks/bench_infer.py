@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import gc
 import json
 import statistics
 import sys
@@ -26,20 +25,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from common import aligned_table, environment, environment_line, int_at_least, patch_multiple_error, time_calls
+from common import (
+    MemoryProbe,
+    aligned_table,
+    environment,
+    environment_line,
+    format_gib,
+    int_at_least,
+    patch_multiple_error,
+    time_calls,
+)
 
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
-from vggt.runtime import configure_process, peak_memory_bytes, reset_peak_memory, resolve_device
+from vggt.runtime import configure_process, resolve_device
 from vggt.synthetic_weights import synthetic_model
 
 PRESETS = ("vggt_1b", "small_reference", "tiny")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PARTS = {"aggregator": ("aggregator",), "model": ("model",), "both": ("aggregator", "model")}
 SEED = 0
-GIB = 1024**3
-PROC_STATUS = Path("/proc/self/status")
-CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 @dataclass
@@ -62,80 +67,6 @@ class Row:
     peak_bytes: int | None
     over_baseline_bytes: int | None
     memory_kind: str
-
-
-# memory ----------------------------------------------------------------------------------------
-def _proc_status_bytes(field: str) -> int | None:
-    """A "kB" field of /proc/self/status (VmRSS, VmHWM) in bytes; None where procfs is missing."""
-    if not PROC_STATUS.is_file():
-        return None
-    for line in PROC_STATUS.read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
-def _ru_maxrss_bytes() -> int | None:
-    """getrusage's lifetime peak RSS in bytes; None where the resource module does not exist (Windows)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
-
-
-def _reset_vmhwm() -> bool:
-    """Reset VmHWM to the current RSS by writing "5" to /proc/self/clear_refs; True when that worked."""
-    try:
-        CLEAR_REFS.write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-class MemoryProbe:
-    """Peak memory of one configuration: allocator statistics on an accelerator, peak RSS on the CPU."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.on_allocator = peak_memory_bytes(device) is not None
-        self.resets_rss = not self.on_allocator and _proc_status_bytes("VmHWM") is not None and _reset_vmhwm()
-        if self.on_allocator:
-            self.kind = "allocator peak"
-        elif self.resets_rss:
-            self.kind = "RSS peak (VmHWM, reset per row)"
-        elif _proc_status_bytes("VmHWM") is not None:
-            self.kind = "RSS peak (VmHWM, process lifetime)"
-        elif _ru_maxrss_bytes() is not None:
-            self.kind = "RSS peak (ru_maxrss, process lifetime)"
-        else:
-            self.kind = "unavailable"
-        self.baseline = self._current()
-
-    def _current(self) -> int | None:
-        """What the loaded model holds now: allocated bytes on an accelerator, resident bytes on the CPU."""
-        gc.collect()  # drop garbage from loading so it does not count as the model
-        if self.on_allocator:
-            reset_peak_memory(self.device)  # the peak restarts at what is allocated now
-            return peak_memory_bytes(self.device)
-        rss = _proc_status_bytes("VmRSS")
-        return rss if rss is not None else _ru_maxrss_bytes()
-
-    def start(self) -> None:
-        """Begin a configuration: restart the peak where the backend or the kernel allows it."""
-        gc.collect()
-        if self.on_allocator:
-            reset_peak_memory(self.device)
-        elif self.resets_rss:
-            _reset_vmhwm()
-
-    def peak(self) -> int | None:
-        """The peak since start() (or since process start, for lifetime kinds)."""
-        if self.on_allocator:
-            return peak_memory_bytes(self.device)
-        hwm = _proc_status_bytes("VmHWM")
-        return hwm if hwm is not None else _ru_maxrss_bytes()
 
 
 # model and inputs ------------------------------------------------------------------------------
@@ -165,10 +96,6 @@ def autocast_context(device: torch.device, dtype: torch.dtype) -> contextlib.Abs
 
 
 # output ----------------------------------------------------------------------------------------
-def _gib(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / GIB:.3f}"
-
-
 def format_table(rows: Sequence[Row]) -> str:
     """The rows as an aligned plain-text table."""
     header = (
@@ -200,8 +127,8 @@ def format_table(rows: Sequence[Row]) -> str:
             f"{r.mean_s:.4f}",
             f"{r.min_s:.4f}",
             f"{r.std_s:.4f}",
-            _gib(r.peak_bytes),
-            _gib(r.over_baseline_bytes),
+            format_gib(r.peak_bytes),
+            format_gib(r.over_baseline_bytes),
             r.memory_kind,
         )
         for r in rows
@@ -356,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     if not probe.on_allocator:
         print(
             f"# memory: {probe.kind}; CPU RSS includes the weights and the Python/torch runtime "
-            f"(loaded-model baseline {_gib(probe.baseline)} GiB); 'over model' is peak minus that baseline"
+            f"(loaded-model baseline {format_gib(probe.baseline)} GiB); 'over model' is peak minus that baseline"
         )
     print(format_table(rows))
     if args.json is not None:

@@ -15,11 +15,9 @@ Example: python benchmarks/bench_kernels.py --frames 8 --dtype bfloat16 --json k
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import math
-import os
 import statistics
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +25,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from common import aligned_table, environment, environment_line, int_at_least, patch_multiple_error, time_calls
+from common import (
+    aligned_table,
+    environment,
+    environment_line,
+    forced_backend,
+    int_at_least,
+    patch_multiple_error,
+    time_calls,
+)
 
 from vggt.config import VGGTConfig
 from vggt.layers.rope import RopeTables
@@ -140,20 +146,6 @@ def _dims(shape: tuple[int, ...]) -> str:
 
 
 # measuring -------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def forced_backend(backend: str) -> Iterator[None]:
-    """Route every kernel call of the block to `backend` through VGGT_KERNELS; the old value comes back after."""
-    previous = os.environ.get(kernels.KERNELS_ENV)
-    os.environ[kernels.KERNELS_ENV] = backend
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ[kernels.KERNELS_ENV]
-        else:
-            os.environ[kernels.KERNELS_ENV] = previous
-
-
 def evaluate(case: Case) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """The case's output and, when it has an output gradient, its input gradients; both float32 on the CPU."""
     if case.grad_output is None:

@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: argument types, resolution checks, timing, tables, environment.
+"""Helpers shared by the benchmark scripts: argument types, resolution checks, timing, memory, tables, environment.
 
 The scripts import this file as `common`; running `python benchmarks/<script>.py` puts this folder
 first on sys.path, which is what makes that import work without packaging benchmarks/.
@@ -7,15 +7,23 @@ first on sys.path, which is what makes that import work without packaging benchm
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
+import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from vggt.runtime import device_name, synchronize
+from vggt.runtime import device_name, kernels, peak_memory_bytes, reset_peak_memory, synchronize
+
+GIB = 1024**3
+PROC_STATUS = Path("/proc/self/status")
+CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -68,6 +76,100 @@ def time_calls(
     return seconds
 
 
+@contextlib.contextmanager
+def forced_backend(backend: str) -> Iterator[None]:
+    """Route every kernel call of the block to `backend` through VGGT_KERNELS; the old value comes back after."""
+    previous = os.environ.get(kernels.KERNELS_ENV)
+    os.environ[kernels.KERNELS_ENV] = backend
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[kernels.KERNELS_ENV]
+        else:
+            os.environ[kernels.KERNELS_ENV] = previous
+
+
+# memory ----------------------------------------------------------------------------------------
+def _proc_status_bytes(field: str) -> int | None:
+    """A "kB" field of /proc/self/status (VmRSS, VmHWM) in bytes; None where procfs is missing."""
+    if not PROC_STATUS.is_file():
+        return None
+    for line in PROC_STATUS.read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def _ru_maxrss_bytes() -> int | None:
+    """getrusage's lifetime peak RSS in bytes; None where the resource module does not exist (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
+
+
+def _reset_vmhwm() -> bool:
+    """Reset VmHWM to the current RSS by writing "5" to /proc/self/clear_refs; True when that worked."""
+    try:
+        CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+class MemoryProbe:
+    """Peak memory of one configuration: allocator statistics on an accelerator, peak RSS on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.on_allocator = peak_memory_bytes(device) is not None
+        self.resets_rss = not self.on_allocator and _proc_status_bytes("VmHWM") is not None and _reset_vmhwm()
+        if self.on_allocator:
+            self.kind = "allocator peak"
+        elif self.resets_rss:
+            self.kind = "RSS peak (VmHWM, reset per row)"
+        elif _proc_status_bytes("VmHWM") is not None:
+            self.kind = "RSS peak (VmHWM, process lifetime)"
+        elif _ru_maxrss_bytes() is not None:
+            self.kind = "RSS peak (ru_maxrss, process lifetime)"
+        else:
+            self.kind = "unavailable"
+        self.baseline = self._current()
+
+    def _current(self) -> int | None:
+        """What the process holds now: allocated bytes on an accelerator, resident bytes on the CPU."""
+        gc.collect()  # drop garbage from loading so it does not count as held
+        if self.on_allocator:
+            reset_peak_memory(self.device)  # the peak restarts at what is allocated now
+            return peak_memory_bytes(self.device)
+        rss = _proc_status_bytes("VmRSS")
+        return rss if rss is not None else _ru_maxrss_bytes()
+
+    def start(self) -> None:
+        """Begin a configuration: restart the peak where the backend or the kernel allows it."""
+        gc.collect()
+        if self.on_allocator:
+            reset_peak_memory(self.device)
+        elif self.resets_rss:
+            _reset_vmhwm()
+
+    def peak(self) -> int | None:
+        """The peak since start() (or since process start, for lifetime kinds)."""
+        if self.on_allocator:
+            return peak_memory_bytes(self.device)
+        hwm = _proc_status_bytes("VmHWM")
+        return hwm if hwm is not None else _ru_maxrss_bytes()
+
+
+def format_gib(value: int | None) -> str:
+    """Bytes as GiB with three decimals; "n/a" for None."""
+    return "n/a" if value is None else f"{value / GIB:.3f}"
+
+
+# output ----------------------------------------------------------------------------------------
 def aligned_table(header: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
     """A header and rows of cell texts as a plain-text table with aligned ` | ` columns."""
     widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
