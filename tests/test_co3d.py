@@ -250,12 +250,28 @@ def test_frame_paths_follow_the_co3d_layout(co3d) -> None:
     assert frame.mask_path == sequence_dir / "depth_masks" / "frame000002.png"
 
 
-def test_default_categories_are_the_41_seen_ones_and_missing_files_are_skipped_with_a_warning(co3d, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="training.data.co3d"):
+class _Records(logging.Handler):
+    """Collects records on the logger itself (the trainer's logging setup stops propagation to the root)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_default_categories_are_the_41_seen_ones_and_missing_files_are_skipped_with_a_warning(co3d) -> None:
+    handler = _Records()
+    co3d_logger = logging.getLogger("training.data.co3d")
+    co3d_logger.addHandler(handler)
+    try:
         data = Co3dDataset(co3d[0], co3d[1], min_num_images=3)
+    finally:
+        co3d_logger.removeHandler(handler)
     assert len(SEEN_CATEGORIES) == 41 and "apple" in SEEN_CATEGORIES
     assert len(data) == 2
-    skipped = [r.getMessage() for r in caplog.records if "skipping category" in r.getMessage()]
+    skipped = [r.getMessage() for r in handler.records if "skipping category" in r.getMessage()]
     assert len(skipped) == 40 and any("tv_train.jgz" in message for message in skipped)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKED = ("vggt", "training", "benchmarks", "examples")
+CHECKED = ("vggt", "training", "benchmarks", "examples", "test")
 FORBIDDEN = {
     "imports or names torch_npu": re.compile(r"\btorch_npu\b"),
     "touches torch.cuda": re.compile(r"\btorch\.cuda\b"),

@@ -57,6 +57,30 @@ def test_distributed_backend_matches_the_device_type():
     assert runtime.distributed_backend(SimpleNamespace(type="npu")) == "hccl"
 
 
+def test_accelerator_count_is_zero_for_the_cpu_and_on_a_cpu_only_machine(monkeypatch):
+    monkeypatch.delenv(device_module.DEVICE_ENV, raising=False)
+    monkeypatch.setattr(npu, "installed", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runtime.accelerator_count("cpu") == 0
+    assert runtime.accelerator_count() == 0 and runtime.accelerator_count("auto") == 0
+    assert runtime.accelerator_count("npu") == 0 and runtime.accelerator_count("cuda") == 0
+    with pytest.raises(ValueError, match="unsupported device type 'tpu'"):
+        runtime.accelerator_count("tpu")
+
+
+def test_accelerator_count_counts_the_visible_cards_of_the_default_kind(monkeypatch):
+    monkeypatch.delenv(device_module.DEVICE_ENV, raising=False)
+    monkeypatch.setattr(npu, "installed", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert runtime.accelerator_count("auto") == 4 and runtime.accelerator_count("cuda") == 4
+    assert runtime.accelerator_count("cpu") == 0
+
+
+def test_accelerator_count_of_an_installed_torch_npu_without_a_card_is_zero(torch_npu_emulation):
+    assert runtime.accelerator_count("npu") == 0
+
+
 def test_cpu_has_no_allocator_statistics_but_a_name():
     assert runtime.peak_memory_bytes(CPU) is None and runtime.memory_allocated_bytes(CPU) is None
     runtime.reset_peak_memory(CPU)

@@ -2,6 +2,7 @@
 
 from vggt.runtime import kernels
 from vggt.runtime.device import (
+    accelerator_count,
     accelerator_module,
     configure_process,
     default_device,
@@ -26,6 +27,7 @@ from vggt.runtime.precision import (
 )
 
 __all__ = [
+    "accelerator_count",
     "accelerator_module",
     "adamw",
     "autocast",

@@ -25,13 +25,18 @@ DIST_BACKENDS = {"npu": "hccl", "cuda": "nccl", "cpu": "gloo"}
 
 def accelerator_module(device: torch.device) -> ModuleType | None:
     """The device module of an accelerator (torch.cuda, torch_npu.npu); None for the CPU."""
-    if device.type == "cpu":
+    return _module_of_kind(device.type)
+
+
+def _module_of_kind(kind: str) -> ModuleType | None:
+    """accelerator_module by device type name ("npu" is a torch.device only once torch_npu has registered it)."""
+    if kind == "cpu":
         return None
-    if device.type == "cuda":
+    if kind == "cuda":
         return torch.cuda
-    if device.type == "npu" and npu.installed():
+    if kind == "npu" and npu.installed():
         return npu.torch_npu().npu
-    raise ValueError(f"unsupported device {device}: vggt.runtime supports cpu, cuda and npu (with torch_npu)")
+    raise ValueError(f"unsupported device type {kind!r}: vggt.runtime supports cpu, cuda and npu (with torch_npu)")
 
 
 def default_device() -> torch.device:
@@ -62,6 +67,20 @@ def resolve_device(name: str | None = None) -> torch.device:
     if module is not None and not module.is_available():
         raise ValueError(f"device {name!r} is not available on this machine")
     return device
+
+
+def accelerator_count(kind: str | None = None) -> int:
+    """How many accelerators of `kind` are visible; 0 for "cpu".
+
+    `kind`: "npu" | "cuda" | "cpu", or None / "auto" for default_device()'s kind. What a launcher needs
+    to start one process per card (torchrun --nproc_per_node).
+    """
+    if kind is None or kind == "auto":
+        kind = default_device().type
+    if kind == "npu" and not npu.installed():
+        return 0
+    module = _module_of_kind(kind)
+    return 0 if module is None or not module.is_available() else int(module.device_count())
 
 
 def distributed_backend(device: torch.device) -> str:
