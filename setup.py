@@ -19,9 +19,12 @@ setup(
     packages=find_packages(include=["vggt", "vggt.*", "training", "training.*"]),
     install_requires=requirements,
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.4"],
-        "export": ["pycolmap", "trimesh"],
-        "demo": ["viser", "gradio", "matplotlib"],
+        # with the optional packages, so that CI runs the compare, export, video and viewer tests
+        "test": ["pytest>=7", "ruff>=0.4", "matplotlib", "pycolmap>=3.12", "trimesh", "av", "viser"],
+        "compare": ["matplotlib"],  # test/compare_runs.py's loss-curve plot
+        "export": ["pycolmap>=3.12", "trimesh"],  # vggt predict --export glb,colmap and --ba
+        "video": ["av"],  # vggt predict --images VIDEO
+        "demo": ["viser"],  # vggt view
     },
     entry_points={"console_scripts": ["vggt = vggt.cli:main"]},
 )

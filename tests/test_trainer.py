@@ -16,6 +16,7 @@ from training.trainer import Trainer, split_batch
 from training.utils.optim import GradientClipper, freeze, keep_frozen_in_eval, lr_at, step_unless_nonfinite
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
+from vggt.weights import read_state_dict
 
 
 @pytest.fixture(scope="session")
@@ -131,8 +132,9 @@ def test_a_run_logs_in_the_launcher_format_and_writes_checkpoints_and_tensorboar
     names = set(parse_log(tmp_path / "log.txt")[0])
     assert {"Loss/train_loss_objective", "Loss/train_loss_camera", "Loss/train_loss_reg_depth"} <= names
     assert any(line.startswith("Val Epoch: [2]") for line in (tmp_path / "log.txt").read_text().splitlines())
-    state = torch.load(tmp_path / "ckpts" / "checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "ckpts" / "checkpoint.pt", weights_only=True)  # tensors and plain values only
     assert {"model", "optimizer", "scaler", "epoch", "step", "sampler", "scheduler", "rng", "config"} <= set(state)
+    assert read_state_dict(tmp_path / "ckpts" / "checkpoint.pt").keys() == state["model"].keys()
     assert (state["epoch"], state["step"]) == (2, 0)
     assert (tmp_path / "ckpts" / "checkpoint_2.pt").is_file()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

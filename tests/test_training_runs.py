@@ -33,7 +33,7 @@ def scenes_dir(tmp_path_factory) -> Path:
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "ckpts" / "checkpoint.pt", weights_only=False)["model"]
+    return torch.load(run_dir / "ckpts" / "checkpoint.pt", weights_only=True)["model"]
 
 
 def check_ok(result: subprocess.CompletedProcess) -> None:
@@ -63,7 +63,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(scenes_di
     assert process.poll() is None, "the run finished before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    state = torch.load(interrupted / "ckpts" / "checkpoint.pt", weights_only=False)
+    state = torch.load(interrupted / "ckpts" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1 and 1 <= state["step"] < 4  # killed mid-epoch: the latest checkpoint is mid-epoch
 
     check_ok(launch(args + [f"hydra.run.dir={interrupted}"]))  # the same command resumes

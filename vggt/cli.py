@@ -8,9 +8,11 @@ returns the exit status; library errors for bad input (OSError, ValueError) beco
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +130,237 @@ def config_argument(value: str | None) -> str | dict[str, Any] | None:
     return read_config_json(Path(value))
 
 
+# predict ---------------------------------------------------------------------------------------
+PREDICT_OUTPUTS = """writes into OUT (a new or empty directory; --overwrite replaces it whole):
+  predictions.npz  upstream's keys (pose_enc, depth [S,H,W,1], depth_conf, world_points, world_points_conf,
+                   images [S,3,H,W]; track/vis/conf with --query-points) plus extrinsic [S,3,4]
+                   (camera-from-world, OpenCV), intrinsic [S,3,3] (model pixels), world_points_from_depth,
+                   intrinsic_original (original-image pixels), original_size, preprocess_scale,
+                   preprocess_offset, content_box, image_names
+  depth/, confidence/  colour-mapped PNGs per frame at the model's resolution     (--export depth)
+  points.ply       binary PLY of the confidence-filtered coloured points          (--export ply)
+  scene.glb        points and camera frustums, glTF y-up axes                     (--export glb)
+  sparse/          COLMAP cameras.bin, images.bin, points3D.bin at the original
+                   resolution (PINHOLE camera per image)                          (--export colmap)
+  preview/         points.png (software render) and frames.png                    (--export preview)
+  images/          the sampled frames (video input only)
+Points live in the first camera's frame (OpenCV axes: x right, y down, z forward); scale is arbitrary.
+Nothing is written if any step fails."""
+
+
+def add_predict(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_subcommand(
+        subparsers,
+        "predict",
+        run_predict,
+        summary="Predict cameras, depth and points from images or a video and export them.",
+        details=(
+            "Loads the model, preprocesses the images (crop: width -> RESOLUTION; pad: longer side ->\n"
+            "RESOLUTION, white square), runs one forward pass under the runtime's autocast and writes the\n"
+            "predictions and exports. A folder is read in file-name order; files that are not images are\n"
+            "skipped with a warning; images of different sizes are padded to a common size (with a warning)\n"
+            "and the padding is left out of every export.\n\n" + PREDICT_OUTPUTS
+        ),
+        examples=(
+            "  vggt predict --images scene/images --out scene/vggt\n"
+            "  vggt predict --images a.jpg b.jpg c.jpg --out out --export ply,glb --conf-threshold 25\n"
+            "  vggt predict --images walk.mp4 --fps 2 --out out          # needs `pip install av`\n"
+            "  vggt predict --images scene/images --out out --ba         # bundle-adjusted COLMAP model\n"
+            "  vggt predict --images imgs --out out --model runs/synthetic/ckpts/checkpoint.pt --config tiny \\\n"
+            "      --resolution 112 --device cpu\n"
+            "  HF_HUB_OFFLINE=1 vggt predict --images imgs --out out    # weights from the local cache only"
+        ),
+    )
+    io = parser.add_argument_group("input and output")
+    io.add_argument(
+        "--images",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="a folder of images, image files, or one video (.mp4, .mov, .avi, .mkv, .webm, ...)",
+    )
+    io.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (created)")
+    io.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
+    io.add_argument(
+        "--export",
+        default="all",
+        metavar="LIST",
+        help="comma-separated: depth, ply, glb, colmap, preview; or all (default) or none (predictions.npz only). "
+        "glb needs trimesh and colmap pycolmap: pip install 'vggt-npu[export]'",
+    )
+    io.add_argument("--fps", type=float, default=1.0, help="video frames kept per second of video (default 1)")
+
+    model = parser.add_argument_group("model and inference")
+    model.add_argument(
+        "--model",
+        default="facebook/VGGT-1B",
+        metavar="SOURCE",
+        help="Hugging Face repo id (read through its cache), a directory with model.safetensors / model.pt, or a "
+        "weights / training-checkpoint file (default facebook/VGGT-1B)",
+    )
+    model.add_argument(
+        "--config",
+        metavar="CONFIG",
+        help="architecture: a preset (vggt_1b, small_reference, tiny) or a config.json path; default: the "
+        "config.json next to the weights, else vggt_1b. Heads the checkpoint lacks are switched off",
+    )
+    model.add_argument("--device", default="auto", help="auto (NPU > CUDA > CPU), cpu, cuda, cuda:1, npu:0, ...")
+    model.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="autocast dtype; auto: bfloat16 (float16 where unsupported) on accelerators, float32 on the CPU",
+    )
+    model.add_argument("--mode", default="crop", choices=("crop", "pad"), help="preprocessing (default crop)")
+    model.add_argument(
+        "--resolution",
+        type=int,
+        default=518,
+        metavar="PX",
+        help="crop: image width, pad: longer side; a multiple of 14 (default 518, the model's training size)",
+    )
+    model.add_argument(
+        "--frames-chunk-size",
+        type=int,
+        default=8,
+        metavar="N",
+        help="frames per chunk in the dense heads (lower it to save memory; default 8)",
+    )
+    model.add_argument(
+        "--query-points",
+        type=Path,
+        metavar="FILE",
+        help="track these pixels of the first image: a .npy [N, 2] or a text file of 'x y' lines, in pixels of "
+        "the original image (as an image viewer shows them); adds track/vis/conf and track_original to the npz",
+    )
+
+    points = parser.add_argument_group("point clouds and COLMAP")
+    points.add_argument(
+        "--conf-threshold",
+        type=float,
+        default=50.0,
+        metavar="PCT",
+        help="keep points whose depth confidence reaches this percentile, 0-100 (default 50)",
+    )
+    points.add_argument(
+        "--max-colmap-points",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="without --ba, a random subset of at most N points goes to sparse/ (default 100000)",
+    )
+
+    ba = parser.add_argument_group("bundle adjustment (--ba; needs pycolmap and a model with a track head)")
+    ba.add_argument(
+        "--ba",
+        action="store_true",
+        help="build sparse/ from track-head correspondences and refine it with pycolmap's bundle adjustment",
+    )
+    ba.add_argument("--query-frames", type=int, default=4, metavar="N", help="frames to track from (default 4)")
+    ba.add_argument(
+        "--max-query-points", type=int, default=2048, metavar="N", help="tracked points in all (default 2048)"
+    )
+    ba.add_argument("--vis-thresh", type=float, default=0.2, metavar="V", help="minimum track visibility (default 0.2)")
+    ba.add_argument(
+        "--max-reproj-error",
+        type=float,
+        default=4.0,
+        metavar="PX",
+        help="reprojection error limit in model pixels, before and after the adjustment (default 4)",
+    )
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from vggt.predict.bundle_adjust import BundleAdjustmentOptions
+    from vggt.predict.pipeline import PredictOptions, parse_exports, predict
+
+    ba = None
+    if args.ba:
+        ba = BundleAdjustmentOptions(args.query_frames, args.max_query_points, args.vis_thresh, args.max_reproj_error)
+    options = PredictOptions(
+        images=args.images,
+        out=args.out,
+        model=args.model,
+        config=config_argument(args.config),
+        device=args.device,
+        dtype=args.dtype,
+        mode=args.mode,
+        resolution=args.resolution,
+        frames_chunk_size=args.frames_chunk_size,
+        fps=args.fps,
+        query_points=args.query_points,
+        conf_threshold=args.conf_threshold,
+        exports=parse_exports(args.export),
+        max_colmap_points=args.max_colmap_points,
+        ba=ba,
+        overwrite=args.overwrite,
+    )
+    with readable_warnings("predict"):
+        summary = predict(options)
+    print(summary.describe())
+    return 0
+
+
+# view ------------------------------------------------------------------------------------------
+def add_view(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_subcommand(
+        subparsers,
+        "view",
+        run_view,
+        summary="Browse a `vggt predict` output in an interactive 3D viewer (viser, in the web browser).",
+        details=(
+            "Serves the depth point cloud of OUT_DIR/predictions.npz and the camera frustums with a\n"
+            "confidence-percentile slider, a point-size slider and a camera toggle. Needs the optional\n"
+            "viser package: pip install 'vggt-npu[demo]'. Stop it with Ctrl-C."
+        ),
+        examples=(
+            "  vggt view scene/vggt                     # then open http://localhost:8080\n"
+            "  vggt view out --port 8081 --conf-threshold 25\n"
+            "  vggt view out --host 127.0.0.1           # only this machine may connect"
+        ),
+    )
+    parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="a directory written by vggt predict")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    parser.add_argument(
+        "--conf-threshold", type=float, default=50.0, metavar="PCT", help="initial confidence percentile (default 50)"
+    )
+    parser.add_argument(
+        "--max-points",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="thin the shown cloud to at most N points (default 1000000)",
+    )
+
+
+def run_view(args: argparse.Namespace) -> int:
+    from vggt.predict.viewer import serve
+
+    serve(args.out_dir, args.host, args.port, args.conf_threshold, args.max_points)
+    return 0
+
+
+@contextlib.contextmanager
+def readable_warnings(command: str) -> Iterator[None]:
+    """Show library warnings as `vggt COMMAND: warning: ...` lines on stderr instead of Python's format."""
+
+    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        print(f"vggt {command}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
+
+
 # entry point -----------------------------------------------------------------------------------
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_convert, add_verify_weights)
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    add_convert,
+    add_verify_weights,
+    add_predict,
+    add_view,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,21 +34,31 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch CPU generator states (accelerator states are added by the caller)."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, NumPy and torch CPU generator states, as tensors and plain values (a weights-only file)."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    numpy_state = {
+        "kind": kind,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
+    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
 
 
 def load(path: Path) -> dict[str, Any]:
-    """A checkpoint written by `save_atomic` (it holds NumPy RNG state, so it is not a weights-only file)."""
+    """A checkpoint written by `save_atomic` (tensors and plain values only: loaded weights-only)."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from err

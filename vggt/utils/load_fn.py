@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 TARGET_SIZE = 518
 PATCH_SIZE = 14
@@ -67,44 +69,92 @@ def _pad_centered(image: torch.Tensor, height: int, width: int, value: float) ->
     return F.pad(image, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=value)
 
 
-def _preprocess_crop(image: Image.Image) -> torch.Tensor:
-    """Width -> 518, height scaled to a multiple of 14, then centre-cropped to at most 518. [3, H, W]"""
+@dataclass(frozen=True)
+class PreprocessTransform:
+    """Where a preprocessed image's pixels come from in its original file.
+
+    Coordinates here are continuous: pixel edges at integers, so the centre of the top-left pixel is (0.5, 0.5)
+    (COLMAP's convention). A point (x, y) of the original image lands at (x * scale_x + offset_x,
+    y * scale_y + offset_y) of the preprocessed image; scale_x and scale_y differ slightly because one side is
+    rounded to a multiple of the patch size. `content` = (x0, y0, x1, y1) is the box of preprocessed pixels that
+    hold the original image; pixels outside it are padding. Crop mode cuts rows off tall images: those rows of the
+    original are not seen by the model at all (offset_y < 0).
+    """
+
+    original_size: tuple[int, int]  # (W, H) of the file
+    scale: tuple[float, float]  # (scale_x, scale_y): preprocessed pixels per original pixel
+    offset: tuple[float, float]  # (offset_x, offset_y) in preprocessed pixels
+    content: tuple[int, int, int, int]  # (x0, y0, x1, y1), preprocessed pixel edges
+
+    def to_original(self, xy: np.ndarray) -> np.ndarray:
+        """Continuous preprocessed coordinates [..., 2] -> continuous original coordinates [..., 2]."""
+        return (np.asarray(xy, dtype=np.float64) - np.array(self.offset)) / np.array(self.scale)
+
+    def from_original(self, xy: np.ndarray) -> np.ndarray:
+        """Continuous original coordinates [..., 2] -> continuous preprocessed coordinates [..., 2]."""
+        return np.asarray(xy, dtype=np.float64) * np.array(self.scale) + np.array(self.offset)
+
+    def shifted(self, dx: int, dy: int) -> PreprocessTransform:
+        """The same transform after padding `dx` columns on the left and `dy` rows on top."""
+        x0, y0, x1, y1 = self.content
+        offset = (self.offset[0] + dx, self.offset[1] + dy)
+        return replace(self, offset=offset, content=(x0 + dx, y0 + dy, x1 + dx, y1 + dy))
+
+
+def _check_target_size(target_size: int) -> None:
+    if not isinstance(target_size, int) or target_size <= 0 or target_size % PATCH_SIZE:
+        raise ValueError(
+            f"target_size must be a positive multiple of the patch size {PATCH_SIZE}, got {target_size!r}; "
+            f"e.g. {TARGET_SIZE} (the model's training resolution) or 112, 224, 350"
+        )
+
+
+def _preprocess_crop(image: Image.Image, target: int) -> tuple[torch.Tensor, PreprocessTransform]:
+    """Width -> target, height scaled to a multiple of 14, then centre-cropped to at most target. [3, H, W]"""
     width, height = image.size
-    new_height = _scaled_side(height, TARGET_SIZE, width)
-    tensor = _to_tensor(image.resize((TARGET_SIZE, new_height), _BICUBIC))
-    if new_height > TARGET_SIZE:
-        start = (new_height - TARGET_SIZE) // 2
-        tensor = tensor[:, start : start + TARGET_SIZE, :]
-    return tensor
+    new_height = _scaled_side(height, target, width)
+    tensor = _to_tensor(image.resize((target, new_height), _BICUBIC))
+    start = max(new_height - target, 0) // 2
+    tensor = tensor[:, start : start + target, :]
+    scale = (target / width, new_height / height)
+    return tensor, PreprocessTransform((width, height), scale, (0.0, -float(start)), (0, 0, target, tensor.shape[1]))
 
 
-def _preprocess_pad(image: Image.Image) -> torch.Tensor:
-    """Larger side -> 518, other side scaled to a multiple of 14, then white-padded to [3, 518, 518]."""
+def _preprocess_pad(image: Image.Image, target: int) -> tuple[torch.Tensor, PreprocessTransform]:
+    """Larger side -> target, other side scaled to a multiple of 14, then white-padded to [3, target, target]."""
     width, height = image.size
     if width >= height:
-        new_width, new_height = TARGET_SIZE, _scaled_side(height, TARGET_SIZE, width)
+        new_width, new_height = target, _scaled_side(height, target, width)
     else:
-        new_width, new_height = _scaled_side(width, TARGET_SIZE, height), TARGET_SIZE
+        new_width, new_height = _scaled_side(width, target, height), target
     tensor = _to_tensor(image.resize((new_width, new_height), _BICUBIC))
-    return _pad_centered(tensor, TARGET_SIZE, TARGET_SIZE, value=1.0)
+    scale = (new_width / width, new_height / height)
+    resized = PreprocessTransform((width, height), scale, (0.0, 0.0), (0, 0, new_width, new_height))
+    padding = ((target - new_width) // 2, (target - new_height) // 2)  # the left / top halves, as _pad_centered
+    return _pad_centered(tensor, target, target, value=1.0), resized.shifted(*padding)
 
 
-def load_and_preprocess_images(
-    image_path_list: str | os.PathLike | Sequence[str | os.PathLike], mode: str = "crop"
-) -> torch.Tensor:
-    """Load images into a float32 batch [N, 3, H, W] in [0, 1] (no mean/std normalisation).
+def load_and_preprocess_images_with_transforms(
+    image_path_list: str | os.PathLike | Sequence[str | os.PathLike],
+    mode: str = "crop",
+    target_size: int = TARGET_SIZE,
+    progress: bool = False,
+) -> tuple[torch.Tensor, list[PreprocessTransform]]:
+    """`load_and_preprocess_images`, also returning each image's PreprocessTransform (with any batch padding).
 
-    Args:
-        image_path_list: image paths; a single path is also accepted.
-        mode: "crop" (width 518, height centre-cropped to <= 518) or "pad" (larger side 518, white-padded square).
-
-    Images whose processed sizes differ are white-padded, centred, to the largest H and W, with a warning.
+    `progress` shows a tqdm bar over the files.
     """
     if mode not in _MODES:
         raise ValueError(f"Unknown mode {mode!r}; use 'crop' or 'pad'")
+    _check_target_size(target_size)
     preprocess = _preprocess_crop if mode == "crop" else _preprocess_pad
     paths = _as_path_list(image_path_list)
-    images = [preprocess(_open_rgb(path)) for path in paths]
+    loaded = [
+        preprocess(_open_rgb(path), target_size)
+        for path in tqdm(paths, desc="loading images", unit="image", disable=not progress)
+    ]
+    images = [image for image, _ in loaded]
+    transforms = [transform for _, transform in loaded]
 
     shapes = sorted({tuple(image.shape[-2:]) for image in images})
     if len(shapes) > 1:
@@ -114,8 +164,28 @@ def load_and_preprocess_images(
             f"Images have different (H, W) after preprocessing: {shapes}; padding all to ({max_h}, {max_w}) with white",
             stacklevel=2,
         )
+        transforms = [
+            t.shifted((max_w - image.shape[-1]) // 2, (max_h - image.shape[-2]) // 2)
+            for image, t in zip(images, transforms)
+        ]
         images = [_pad_centered(image, max_h, max_w, value=1.0) for image in images]
-    return torch.stack(images)
+    return torch.stack(images), transforms
+
+
+def load_and_preprocess_images(
+    image_path_list: str | os.PathLike | Sequence[str | os.PathLike], mode: str = "crop", target_size: int = TARGET_SIZE
+) -> torch.Tensor:
+    """Load images into a float32 batch [N, 3, H, W] in [0, 1] (no mean/std normalisation).
+
+    Args:
+        image_path_list: image paths; a single path is also accepted.
+        mode: "crop" (width 518, height centre-cropped to <= 518) or "pad" (larger side 518, white-padded square).
+        target_size: the 518 above; any positive multiple of the patch size 14.
+
+    Images whose processed sizes differ are white-padded, centred, to the largest H and W, with a warning.
+    """
+    images, _ = load_and_preprocess_images_with_transforms(image_path_list, mode, target_size)
+    return images
 
 
 def _pad_square_black(image: Image.Image) -> tuple[Image.Image, int, int]:

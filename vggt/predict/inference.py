@@ -1,0 +1,106 @@
+"""Load the model and run it once over all frames: upstream's prediction keys plus decoded cameras, as NumPy."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vggt.config import VGGTConfig
+from vggt.models.vggt import VGGT
+from vggt.runtime import autocast, parse_dtype, preferred_amp_dtype
+from vggt.utils.geometry import unproject_depth_map_to_point_map
+from vggt.utils.pose_enc import pose_encoding_to_extri_intri
+from vggt.weights import WeightsMismatchError
+
+REQUIRED_HEADS = ("camera_head", "depth_head")
+NUMPY_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "images", "track", "vis", "conf")
+
+
+def load_model(source: str | Path, config: VGGTConfig | dict[str, Any] | str | None) -> VGGT:
+    """VGGT.from_pretrained(source); heads the checkpoint has no weights for are disabled with a warning.
+
+    Training checkpoints often hold only the heads that were trained (camera and depth); predict needs those two.
+    """
+    try:
+        model = VGGT.from_pretrained(source, config=config)
+    except WeightsMismatchError as err:
+        report = err.report
+        absent = [m for m in report.absent_modules if m.endswith("_head")]
+        only_absent_heads = (
+            absent
+            and not report.unexpected
+            and not report.shape_mismatch
+            and all(key.split(".")[0] in absent for key in report.missing)
+        )
+        if not only_absent_heads:
+            raise
+        flags = {f"enable_{head.removesuffix('_head')}": False for head in absent}
+        model = VGGT.from_pretrained(source, config=config, **flags)
+        warnings.warn(f"{source} has no weights for {', '.join(absent)}; running without them", stacklevel=2)
+    missing = [head for head in REQUIRED_HEADS if getattr(model, head) is None]
+    if missing:
+        raise ValueError(
+            f"{source}: predict needs the camera and depth heads, but the model has no {', '.join(missing)}"
+        )
+    return model
+
+
+def inference_dtype(name: str, device: torch.device) -> torch.dtype:
+    """--dtype: "auto" is float32 on the CPU (bf16 there is slow and buys nothing) and bf16 / fp16 elsewhere."""
+    if name == "auto":
+        return torch.float32 if device.type == "cpu" else preferred_amp_dtype(device)
+    return parse_dtype(name, device)
+
+
+def _numpy(value: torch.Tensor) -> np.ndarray:
+    """Batch dimension dropped, float32 on the host."""
+    return value[0].detach().float().cpu().numpy()
+
+
+def _check_cameras(predictions: dict[str, np.ndarray]) -> None:
+    """A field of view of 0 (the head's ReLU floor) means an infinite focal length, which no export can use."""
+    bad = ~(
+        np.isfinite(predictions["intrinsic"]).all(axis=(1, 2)) & np.isfinite(predictions["extrinsic"]).all(axis=(1, 2))
+    )
+    if bad.any():
+        frame = int(np.argmax(bad))
+        fov = np.degrees(predictions["pose_enc"][frame, 7:9]).round(2).tolist()
+        raise ValueError(
+            f"the model predicted a degenerate camera for frame {frame} (field of view h, w = {fov} degrees); "
+            "are the weights trained for this input? (untrained or synthetic weights give such cameras)"
+        )
+
+
+@torch.no_grad()
+def run_model(
+    model: VGGT,
+    images: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype,
+    frames_chunk_size: int,
+    query_points: torch.Tensor | None = None,
+) -> dict[str, np.ndarray]:
+    """images [S, 3, H, W] in [0, 1], query_points [N, 2] model pixels of frame 0 or None.
+
+    Returns float32 arrays without the batch dimension: pose_enc [S, 9], depth [S, H, W, 1], depth_conf [S, H, W],
+    world_points [S, H, W, 3] and world_points_conf (when the model has a point head), images [S, 3, H, W],
+    track [S, N, 2] / vis / conf [S, N] (with query points), extrinsic [S, 3, 4] (camera-from-world, OpenCV),
+    intrinsic [S, 3, 3] (model pixels) and world_points_from_depth [S, H, W, 3].
+    """
+    model = model.to(device)
+    queries = None if query_points is None else query_points.to(device)
+    with autocast(device, dtype):
+        output = model(images.to(device), query_points=queries, frames_chunk_size=frames_chunk_size)
+    predictions = {key: _numpy(output[key]) for key in NUMPY_KEYS if key in output}
+    extrinsic, intrinsic = pose_encoding_to_extri_intri(output["pose_enc"].float(), images.shape[-2:])
+    predictions["extrinsic"] = _numpy(extrinsic)
+    predictions["intrinsic"] = _numpy(intrinsic)
+    _check_cameras(predictions)
+    predictions["world_points_from_depth"] = unproject_depth_map_to_point_map(
+        predictions["depth"], predictions["extrinsic"], predictions["intrinsic"]
+    )
+    return predictions

@@ -1,0 +1,285 @@
+"""`vggt predict` end to end: inputs -> model -> predictions.npz and the chosen exports, in a staged directory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vggt.predict.bundle_adjust import BundleAdjustmentOptions, BundleAdjustmentStats, run_bundle_adjustment
+from vggt.predict.colmap import Observations, build_reconstruction, import_pycolmap, write_reconstruction
+from vggt.predict.depth_png import write_depth_pngs
+from vggt.predict.geometry import (
+    content_mask,
+    model_index_to_original,
+    original_index_to_model,
+    original_intrinsics,
+    transform_arrays,
+)
+from vggt.predict.glb import import_trimesh, write_glb
+from vggt.predict.inference import inference_dtype, load_model, run_model
+from vggt.predict.inputs import resolve_inputs
+from vggt.predict.ply import write_ply
+from vggt.predict.points import PointCloud, confident_points
+from vggt.predict.render import write_previews
+from vggt.predict.staging import check_destination, staged_directory
+from vggt.predict.video import extract_frames, import_av
+from vggt.runtime import configure_process, resolve_device
+from vggt.utils.load_fn import PATCH_SIZE, PreprocessTransform, load_and_preprocess_images_with_transforms
+
+EXPORTS = ("depth", "ply", "glb", "colmap", "preview")
+SUBSAMPLE_SEED = 0  # the COLMAP point subsample is reproducible
+
+
+def parse_exports(text: str) -> tuple[str, ...]:
+    """--export: "ply,glb" -> ("ply", "glb"); "all" is every format and "none" only predictions.npz."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    if names == ["all"]:
+        return EXPORTS
+    if names == ["none"]:
+        return ()
+    unknown = [name for name in names if name not in EXPORTS]
+    if unknown:
+        raise ValueError(
+            f"unknown --export format {unknown[0]!r}; choose from {', '.join(EXPORTS)} (comma-separated), all or none"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass
+class PredictOptions:
+    images: Sequence[str | Path]  # a folder, image files or one video
+    out: Path
+    model: str = "facebook/VGGT-1B"
+    config: str | dict[str, Any] | None = None  # preset name or config.json contents
+    device: str = "auto"
+    dtype: str = "auto"
+    mode: str = "crop"
+    resolution: int = 518
+    frames_chunk_size: int = 8
+    fps: float = 1.0
+    query_points: Path | None = None
+    conf_threshold: float = 50.0  # percentile
+    exports: tuple[str, ...] = EXPORTS
+    max_colmap_points: int = 100_000
+    ba: BundleAdjustmentOptions | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class PredictSummary:
+    """What was written: (path relative to the output directory, description) pairs, in writing order."""
+
+    out: Path
+    written: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, name: str, description: str) -> None:
+        self.written.append((name, description))
+
+    def describe(self) -> str:
+        width = max(len(name) for name, _ in self.written)
+        lines = [f"wrote {self.out}/"] + [f"  {name:<{width}}  {text}" for name, text in self.written]
+        return "\n".join(lines)
+
+
+@dataclass
+class Prediction:
+    """Everything the exports read: the predictions.npz arrays and what they were computed from."""
+
+    arrays: dict[str, np.ndarray]  # the contents of predictions.npz
+    transforms: list[PreprocessTransform]
+    names: list[str]
+    valid: np.ndarray  # bool [S, H, W], non-padding pixels
+    cloud: PointCloud  # confidence-filtered points
+    adjusted: tuple[Any, BundleAdjustmentStats] | None = None  # --ba: (pycolmap.Reconstruction, stats)
+
+
+def read_query_points(path: Path) -> np.ndarray:
+    """[N, 2] (x, y) pixels of the first image from a .npy array or a text file with one "x y" or "x,y" per line."""
+    try:
+        if path.suffix == ".npy":
+            points = np.load(path, allow_pickle=False)
+        else:
+            points = np.loadtxt(path.read_text().replace(",", " ").splitlines(), ndmin=2)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read --query-points {path} ({err}); pass a .npy [N, 2] or lines of 'x y'") from err
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2 or not len(points) or not np.isfinite(points).all():
+        raise ValueError(f"--query-points {path} must hold N >= 1 finite (x, y) rows, got shape {points.shape}")
+    return points
+
+
+def _query_points_in_model(points: np.ndarray, transform: PreprocessTransform, source: Path) -> torch.Tensor:
+    """Original pixel indices of frame 0 -> model pixel indices, refusing points the model does not see."""
+    model_points = original_index_to_model(points, transform)
+    x0, y0, x1, y1 = transform.content
+    outside = ~(
+        (model_points[:, 0] >= x0 - 0.5)
+        & (model_points[:, 0] <= x1 - 0.5)
+        & (model_points[:, 1] >= y0 - 0.5)
+        & (model_points[:, 1] <= y1 - 0.5)
+    )
+    if outside.any():
+        raise ValueError(
+            f"--query-points {source}: point {points[outside][0].tolist()} lies outside the part of the first image "
+            "the model sees (crop mode cuts the top and bottom of tall images; try --mode pad)"
+        )
+    return torch.from_numpy(model_points.astype(np.float32))
+
+
+def _check_options(options: PredictOptions) -> None:
+    """Every argument problem that needs no model or image, raised before anything is loaded or written."""
+    if "glb" in options.exports:
+        import_trimesh()
+    if "colmap" in options.exports or options.ba is not None:
+        import_pycolmap()
+    if options.ba is not None and "colmap" not in options.exports:
+        raise ValueError("--ba refines the COLMAP export; add colmap to --export")
+    if not 0 <= options.conf_threshold <= 100:
+        raise ValueError(f"--conf-threshold is a percentile from 0 to 100, got {options.conf_threshold}")
+    if options.frames_chunk_size < 1 or options.max_colmap_points < 1:
+        raise ValueError("--frames-chunk-size and --max-colmap-points must be at least 1")
+    if options.fps <= 0:
+        raise ValueError(f"--fps must be positive, got {options.fps}")
+    if options.resolution <= 0 or options.resolution % PATCH_SIZE:
+        raise ValueError(
+            f"--resolution must be a positive multiple of {PATCH_SIZE}, got {options.resolution}; e.g. 518"
+        )
+    check_destination(options.out, options.overwrite)
+
+
+def _dense_reconstruction(prediction: Prediction, limit: int):  # -> pycolmap.Reconstruction
+    """The no-BA COLMAP model: up to `limit` cloud points, each seen once, at its own pixel of its own frame."""
+    cloud = prediction.cloud
+    if len(cloud) > limit:
+        cloud = cloud.subset(np.sort(np.random.default_rng(SUBSAMPLE_SEED).choice(len(cloud), limit, replace=False)))
+    xy = np.zeros((len(cloud), 2))
+    for index, transform in enumerate(prediction.transforms):
+        mine = cloud.frame == index
+        xy[mine] = model_index_to_original(cloud.pixel[mine], transform)
+    arrays = prediction.arrays
+    return build_reconstruction(
+        arrays["extrinsic"],
+        arrays["intrinsic_original"],
+        prediction.transforms,
+        prediction.names,
+        cloud.xyz,
+        cloud.rgb,
+        Observations(point=np.arange(len(cloud)), frame=cloud.frame, xy=xy),
+    )
+
+
+def predict(options: PredictOptions) -> PredictSummary:
+    """Run `vggt predict`: check everything cheap first, then model, images, predictions and exports, all written
+    into a staging directory that becomes options.out only when complete."""
+    _check_options(options)
+    source = resolve_inputs(options.images)
+    if source.video is not None:
+        import_av()
+    queries = None if options.query_points is None else read_query_points(options.query_points)
+    device = resolve_device(options.device)
+    configure_process(device)
+    dtype = inference_dtype(options.dtype, device)
+    print(f"loading the model from {options.model}")
+    model = load_model(options.model, options.config)
+    if queries is not None and model.track_head is None:
+        raise ValueError("--query-points needs the track head, and this model has none")
+    summary = PredictSummary(options.out)
+
+    with staged_directory(options.out, options.overwrite) as stage:
+        paths, names = source.images, source.names
+        if source.video is not None:
+            paths = extract_frames(source.video, options.fps, stage / "images")
+            names = [path.name for path in paths]
+            summary.add("images/", f"{len(paths)} frames of {source.video.name}, {options.fps:g} per second")
+        images, transforms = load_and_preprocess_images_with_transforms(
+            paths, options.mode, options.resolution, progress=True
+        )
+        query_tensor = None if queries is None else _query_points_in_model(queries, transforms[0], options.query_points)
+        print(f"running VGGT on {len(images)} frames of {images.shape[-2]}x{images.shape[-1]} ({device}, {dtype})")
+        arrays = run_model(model, images, device, dtype, options.frames_chunk_size, query_tensor)
+        arrays.update(_original_geometry(arrays, transforms, names))
+        if query_tensor is not None:
+            arrays["query_points"] = query_tensor.numpy()  # model pixels of frame 0
+        np.savez(stage / "predictions.npz", **arrays)
+        summary.add("predictions.npz", f"{len(images)} frames: cameras, depth, points, confidences")
+
+        valid = content_mask(transforms, *images.shape[-2:])
+        cloud = confident_points(
+            arrays["world_points_from_depth"], arrays["depth_conf"], arrays["images"], valid, options.conf_threshold
+        )
+        prediction = Prediction(arrays, transforms, names, valid, cloud)
+        if options.ba is not None:
+            prediction.adjusted = run_bundle_adjustment(
+                model, images.to(device), arrays, valid, transforms, names, options.ba, dtype, options.frames_chunk_size
+            )
+        for export in options.exports:
+            WRITERS[export](stage, prediction, options, summary)
+    return summary
+
+
+def _original_geometry(
+    arrays: dict[str, np.ndarray], transforms: Sequence[PreprocessTransform], names: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The predictions.npz keys that relate the model's pixels to the original images."""
+    extra = transform_arrays(transforms)
+    extra["image_names"] = np.array(names)
+    extra["intrinsic_original"] = original_intrinsics(arrays["intrinsic"], transforms)
+    if "track" in arrays:
+        extra["track_original"] = np.stack(  # pixel indices of each original image, like --query-points
+            [model_index_to_original(arrays["track"][f], t) - 0.5 for f, t in enumerate(transforms)]
+        )
+    return extra
+
+
+def _write_depth(stage: Path, prediction: Prediction, options: PredictOptions, summary: PredictSummary) -> None:
+    arrays, frames = prediction.arrays, len(prediction.names)
+    write_depth_pngs(stage, arrays["depth"][..., 0], arrays["depth_conf"], prediction.valid, prediction.names)
+    summary.add("depth/", f"{frames} colour-mapped depth PNGs (inverse depth: near is bright)")
+    summary.add("confidence/", f"{frames} colour-mapped depth-confidence PNGs (log scale)")
+
+
+def _write_ply(stage: Path, prediction: Prediction, options: PredictOptions, summary: PredictSummary) -> None:
+    write_ply(stage / "points.ply", prediction.cloud.xyz, prediction.cloud.rgb)
+    kept = f"confidence >= {options.conf_threshold:g}th percentile"
+    summary.add("points.ply", f"{len(prediction.cloud)} coloured points ({kept})")
+
+
+def _write_glb(stage: Path, prediction: Prediction, options: PredictOptions, summary: PredictSummary) -> None:
+    arrays = prediction.arrays
+    write_glb(
+        stage / "scene.glb", prediction.cloud, arrays["extrinsic"], arrays["intrinsic"], prediction.valid.shape[1:]
+    )
+    summary.add("scene.glb", f"{len(prediction.cloud)} points, {len(prediction.names)} camera frustums (glTF y-up)")
+
+
+def _write_colmap(stage: Path, prediction: Prediction, options: PredictOptions, summary: PredictSummary) -> None:
+    if prediction.adjusted is None:
+        reconstruction = _dense_reconstruction(prediction, options.max_colmap_points)
+        detail = f"{reconstruction.num_points3D()} depth points, each seen once"
+    else:
+        reconstruction, stats = prediction.adjusted
+        detail = (
+            f"bundle-adjusted, {stats.points_after} of {stats.tracks} tracked points kept, mean reprojection "
+            f"error {stats.error_before:.2f} -> {stats.error_after:.2f} model px"
+        )
+    write_reconstruction(reconstruction, stage / "sparse")
+    summary.add("sparse/", f"COLMAP model, {len(prediction.names)} cameras at original resolution; {detail}")
+
+
+def _write_preview(stage: Path, prediction: Prediction, options: PredictOptions, summary: PredictSummary) -> None:
+    write_previews(stage / "preview", prediction.cloud, prediction.arrays, prediction.valid)
+    summary.add("preview/", "points.png (point cloud and cameras), frames.png (input | depth | confidence)")
+
+
+WRITERS = {
+    "depth": _write_depth,
+    "ply": _write_ply,
+    "glb": _write_glb,
+    "colmap": _write_colmap,
+    "preview": _write_preview,
+}

@@ -1,0 +1,138 @@
+"""`vggt view OUT_DIR`: an interactive viser viewer of a `vggt predict` output (needs the optional viser).
+
+Shows the depth-unprojected point cloud of predictions.npz with a confidence-percentile slider, a point-size
+slider and the camera frustums (with their input images), in the first camera's frame with -y up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vggt.predict.frustum import scene_scale
+from vggt.predict.points import PointCloud, confident_points
+from vggt.utils.geometry import closed_form_inverse_se3
+from vggt.utils.rotation import mat_to_quat
+
+THUMBNAIL_WIDTH = 160  # frustum images are shrunk to this width before they are sent to the browser
+
+
+def import_viser():  # -> the viser module
+    """viser, or a ValueError that says how to get it (it is an optional dependency)."""
+    try:
+        import viser
+    except ImportError as err:
+        raise ValueError("vggt view needs viser: pip install 'vggt-npu[demo]' (or pip install viser)") from err
+    return viser
+
+
+@dataclass
+class ViewerScene:
+    """The arrays of predictions.npz that the viewer shows."""
+
+    world_points: np.ndarray  # [S, H, W, 3]
+    confidence: np.ndarray  # [S, H, W]
+    images: np.ndarray  # [S, 3, H, W] in [0, 1]
+    valid: np.ndarray  # bool [S, H, W]
+    extrinsic: np.ndarray  # [S, 3, 4]
+    intrinsic: np.ndarray  # [S, 3, 3]
+
+    def points(self, percentile: float, max_points: int) -> PointCloud:
+        """The cloud kept at `percentile`, evenly thinned to at most `max_points`."""
+        cloud = confident_points(self.world_points, self.confidence, self.images, self.valid, percentile)
+        if len(cloud) > max_points:
+            cloud = cloud.subset(np.linspace(0, len(cloud) - 1, max_points).astype(np.int64))
+        return cloud
+
+
+def load_scene(out_dir: Path) -> ViewerScene:
+    """Read OUT_DIR/predictions.npz, or explain what to run first."""
+    path = Path(out_dir) / "predictions.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run `vggt predict --images ... --out {out_dir}` first")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable predictions.npz ({err}); run vggt predict again") from err
+    frames, height, width = arrays["depth_conf"].shape
+    valid = np.zeros((frames, height, width), dtype=bool)
+    for frame, (x0, y0, x1, y1) in enumerate(arrays["content_box"]):
+        valid[frame, y0:y1, x0:x1] = True
+    return ViewerScene(
+        arrays["world_points_from_depth"],
+        arrays["depth_conf"],
+        arrays["images"],
+        valid,
+        arrays["extrinsic"],
+        arrays["intrinsic"],
+    )
+
+
+def _rotation_to_wxyz(rotation: np.ndarray) -> np.ndarray:
+    """3x3 rotation -> unit quaternion (w, x, y, z), viser's order (mat_to_quat returns x, y, z, w)."""
+    x, y, z, w = mat_to_quat(torch.from_numpy(rotation).float()).tolist()
+    return np.array([w, x, y, z])
+
+
+def build_viewer(server: Any, scene: ViewerScene, percentile: float, max_points: int) -> dict[str, Any]:
+    """Fill a viser server: point cloud, frustums and the GUI controls. Returns the GUI handles by name."""
+    server.scene.set_up_direction("-y")  # OpenCV world: y points down
+    size = scene_scale(scene.world_points[scene.valid], scene.extrinsic)
+    point_size = server.gui.add_slider("Point size", min=0.0005, max=0.02, step=0.0005, initial_value=0.002)
+    confidence = server.gui.add_slider("Confidence percentile", min=0, max=100, step=1, initial_value=percentile)
+    show_cameras = server.gui.add_checkbox("Show cameras", initial_value=True)
+
+    def draw_points(_: Any = None) -> None:
+        cloud = scene.points(float(confidence.value), max_points)
+        server.scene.add_point_cloud(
+            "/points", cloud.xyz, cloud.rgb, point_size=float(point_size.value) * size, point_shape="rounded"
+        )
+
+    world_from_cam = closed_form_inverse_se3(scene.extrinsic.astype(np.float64))
+    height, width = scene.valid.shape[1:]
+    frustums = []
+    for frame, (pose, k) in enumerate(zip(world_from_cam, scene.intrinsic)):
+        thumb_step = max(1, width // THUMBNAIL_WIDTH)
+        thumbnail = (scene.images[frame, :, ::thumb_step, ::thumb_step].transpose(1, 2, 0) * 255).astype(np.uint8)
+        frustums.append(
+            server.scene.add_camera_frustum(
+                f"/cameras/{frame:04d}",
+                fov=2 * math.atan(height / 2 / float(k[1, 1])),
+                aspect=width / height,
+                scale=0.05 * size,
+                image=thumbnail,
+                wxyz=_rotation_to_wxyz(pose[:3, :3]),
+                position=pose[:3, 3],
+            )
+        )
+
+    def toggle_cameras(_: Any = None) -> None:
+        for handle in frustums:
+            handle.visible = bool(show_cameras.value)
+
+    confidence.on_update(draw_points)
+    point_size.on_update(draw_points)
+    show_cameras.on_update(toggle_cameras)
+    draw_points()
+    return {"confidence": confidence, "point_size": point_size, "show_cameras": show_cameras, "frustums": frustums}
+
+
+def serve(out_dir: Path, host: str, port: int, percentile: float, max_points: int) -> None:
+    """Start the viewer on http://host:port and block until Ctrl-C."""
+    viser = import_viser()
+    scene = load_scene(out_dir)
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"--conf-threshold is a percentile from 0 to 100, got {percentile}")
+    server = viser.ViserServer(host=host, port=port)
+    build_viewer(server, scene, percentile, max_points)
+    print(f"viewing {out_dir} ({len(scene.extrinsic)} cameras) at http://{host}:{port}; press Ctrl-C to stop")
+    try:
+        server.sleep_forever()
+    except KeyboardInterrupt:
+        server.stop()
