@@ -20,9 +20,9 @@ setup(
     install_requires=requirements,
     extras_require={
         # with the optional packages, so that CI runs the compare, export, video and viewer tests
-        "test": ["pytest>=7", "ruff>=0.4", "matplotlib", "pycolmap>=3.12", "trimesh", "av", "viser"],
+        "test": ["pytest>=7", "ruff>=0.4", "matplotlib", "pycolmap>=3.12", "trimesh", "scipy", "av", "viser"],
         "compare": ["matplotlib"],  # test/compare_runs.py's loss-curve plot
-        "export": ["pycolmap>=3.12", "trimesh"],  # vggt predict --export glb,colmap and --ba
+        "export": ["pycolmap>=3.12", "trimesh", "scipy"],  # scipy: trimesh's coloured-mesh export  # vggt predict --export glb,colmap and --ba
         "video": ["av"],  # vggt predict --images VIDEO
         "demo": ["viser"],  # vggt view
     },
