@@ -22,7 +22,7 @@ setup(
         # with the optional packages, so that CI runs the compare, export, video and viewer tests
         "test": ["pytest>=7", "ruff>=0.4", "matplotlib", "pycolmap>=3.12", "trimesh", "scipy", "av", "viser"],
         "compare": ["matplotlib"],  # test/compare_runs.py's loss-curve plot
-        "export": ["pycolmap>=3.12", "trimesh", "scipy"],  # scipy: trimesh's coloured-mesh export  # vggt predict --export glb,colmap and --ba
+        "export": ["pycolmap>=3.12", "trimesh", "scipy"],  # predict --export glb,colmap and --ba (scipy: coloured GLB)
         "video": ["av"],  # vggt predict --images VIDEO
         "demo": ["viser"],  # vggt view
     },

@@ -12,7 +12,7 @@ import vggt
 from tests.predict.conftest import predict_args, run_cli, tiny_model_with_plausible_cameras
 from training.utils.checkpoint import rng_state, save_atomic
 
-OPTIONAL = ("trimesh", "pycolmap", "viser", "av", "matplotlib")
+OPTIONAL = ("trimesh", "scipy", "pycolmap", "viser", "av", "matplotlib")
 
 
 @pytest.fixture

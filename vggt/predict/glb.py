@@ -22,12 +22,13 @@ FRUSTUM_SIZE = 0.05  # frustum depth as a fraction of the scene scale
 
 
 def import_trimesh():  # -> the trimesh module
-    """trimesh, or a ValueError that says how to get it (it is an optional dependency)."""
+    """trimesh, or a ValueError that says how to get it (optional dependencies; scipy colours the frustums)."""
     try:
+        import scipy.sparse  # noqa: F401
         import trimesh
     except ImportError as err:
         raise ValueError(
-            "the glb export needs trimesh: pip install 'vggt-npu[export]' (or leave glb out of --export)"
+            "the glb export needs trimesh and scipy: pip install 'vggt-npu[export]' (or leave glb out of --export)"
         ) from err
     return trimesh
 
