@@ -22,17 +22,17 @@ import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from common import (
     MemoryProbe,
+    add_threads_and_json,
     aligned_table,
+    check_resolution,
     environment,
     environment_line,
     format_gib,
     int_at_least,
-    patch_multiple_error,
     time_calls,
 )
 
@@ -203,15 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="random query points for the track head in model rows; 0 skips tracking (default: %(default)s)",
     )
-    parser.add_argument(
-        "--threads",
-        type=int_at_least(1),
-        default=None,
-        help="torch.set_num_threads, the CPU intra-op thread count (default: torch's own choice)",
-    )
-    parser.add_argument(
-        "--json", type=Path, default=None, help="also write the environment and the rows to this JSON file"
-    )
+    add_threads_and_json(parser)
     return parser
 
 
@@ -221,10 +213,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     args = parser.parse_args(argv)
     config = VGGTConfig.preset(args.config)
     patch = config.patch_size
-    for name in ("height", "width"):
-        error = patch_multiple_error(f"--{name}", getattr(args, name), patch)
-        if error:
-            parser.error(error)
+    check_resolution(parser, args, patch)
     try:
         device = resolve_device(args.device)
     except ValueError as err:

@@ -22,16 +22,16 @@ import statistics
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from common import (
+    add_threads_and_json,
     aligned_table,
+    check_resolution,
     environment,
     environment_line,
     forced_backend,
     int_at_least,
-    patch_multiple_error,
     time_calls,
 )
 
@@ -332,15 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-backward", action="store_true", help="time the forward only (no fwd+bwd timing, no grad diff)"
     )
-    parser.add_argument(
-        "--threads",
-        type=int_at_least(1),
-        default=None,
-        help="torch.set_num_threads, the CPU intra-op thread count (default: torch's own choice)",
-    )
-    parser.add_argument(
-        "--json", type=Path, default=None, help="also write the environment and the rows to this JSON file"
-    )
+    add_threads_and_json(parser)
     return parser
 
 
@@ -349,10 +341,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     parser = build_parser()
     args = parser.parse_args(argv)
     patch = VGGTConfig.vggt_1b().patch_size
-    for name in ("height", "width"):
-        error = patch_multiple_error(f"--{name}", getattr(args, name), patch)
-        if error:
-            parser.error(error)
+    check_resolution(parser, args, patch)
     try:
         device = resolve_device(args.device)
     except ValueError as err:

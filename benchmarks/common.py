@@ -51,6 +51,27 @@ def patch_multiple_error(flag: str, value: int, patch: int) -> str | None:
     )
 
 
+def check_resolution(parser: argparse.ArgumentParser, args: argparse.Namespace, patch: int) -> None:
+    """Exit with a usage error unless --height and --width are multiples of the patch size."""
+    for name in ("height", "width"):
+        error = patch_multiple_error(f"--{name}", getattr(args, name), patch)
+        if error:
+            parser.error(error)
+
+
+def add_threads_and_json(parser: argparse.ArgumentParser) -> None:
+    """The --threads and --json options every per-row benchmark shares."""
+    parser.add_argument(
+        "--threads",
+        type=int_at_least(1),
+        default=None,
+        help="torch.set_num_threads, the CPU intra-op thread count (default: torch's own choice)",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the environment and the rows to this JSON file"
+    )
+
+
 def time_calls(
     call: Callable[[], Any], device: torch.device, warmup: int, repeats: int, label: str | None = None
 ) -> list[float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -40,3 +41,20 @@ def kernel_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
         install_torch_npu_emulation(monkeypatch)
     monkeypatch.setenv("VGGT_KERNELS", request.param)
     return request.param
+
+
+@pytest.fixture(scope="session")
+def scenes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small generated scenes in the Co3D layout (tests/training_helpers.SCENES), shared by the session."""
+    from tests.training_helpers import SCENES
+    from training.data.synthetic import generate_scenes
+
+    out = tmp_path_factory.mktemp("scenes")
+    generate_scenes(
+        out,
+        num_sequences=SCENES["num_sequences"],
+        frames_per_sequence=SCENES["frames_per_sequence"],
+        image_size=tuple(SCENES["scene_size"]),
+        seed=SCENES["scene_seed"],
+    )
+    return out

@@ -10,26 +10,12 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import MissingMandatoryValue
 
-from tests.training_helpers import LINE, SCENES, compose_config, parse_log, small_overrides
-from training.data.synthetic import generate_scenes
+from tests.training_helpers import LINE, compose_config, parse_log, small_overrides
 from training.trainer import Trainer, split_batch
 from training.utils.optim import GradientClipper, freeze, keep_frozen_in_eval, lr_at, step_unless_nonfinite
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
 from vggt.weights import read_state_dict
-
-
-@pytest.fixture(scope="session")
-def scenes_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("scenes")
-    generate_scenes(
-        out,
-        num_sequences=SCENES["num_sequences"],
-        frames_per_sequence=SCENES["frames_per_sequence"],
-        image_size=tuple(SCENES["scene_size"]),
-        seed=SCENES["scene_seed"],
-    )
-    return out
 
 
 def make_trainer(scenes_dir: Path, run_dir: Path, *extra: str) -> Trainer:

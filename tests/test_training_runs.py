@@ -13,23 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training_helpers import ROOT, SCENES, launch, parse_log, small_overrides
-from training.data.synthetic import generate_scenes
+from tests.training_helpers import ROOT, launch, parse_log, small_overrides
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def scenes_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("scenes")
-    generate_scenes(
-        out,
-        num_sequences=SCENES["num_sequences"],
-        frames_per_sequence=SCENES["frames_per_sequence"],
-        image_size=tuple(SCENES["scene_size"]),
-        seed=SCENES["scene_seed"],
-    )
-    return out
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
