@@ -101,7 +101,7 @@ def collect_tracks(
 
 def reprojection_errors(xyz: np.ndarray, uv: np.ndarray, extrinsic: np.ndarray, intrinsic: np.ndarray) -> np.ndarray:
     """Pixel distance [S, N] between uv [S, N, 2] and the projections of xyz [N, 3]; inf behind a camera."""
-    cam = np.einsum("sij,nj->sni", extrinsic[:, :, :3].astype(np.float64), xyz) + extrinsic[:, None, :, 3]
+    cam = np.einsum("sij,nj->sni", extrinsic[:, :, :3].astype(np.float32), xyz) + extrinsic[:, None, :, 3]
     z = cam[..., 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         projected = np.stack(
@@ -157,7 +157,7 @@ def adjust_tracks(
     """Steps 4-5 on tracks in model pixels; errors in model pixels."""
     pycolmap = import_pycolmap()
     extrinsic, intrinsic = predictions["extrinsic"], predictions["intrinsic"]
-    errors = reprojection_errors(tracks.xyz.astype(np.float64), tracks.uv, extrinsic, intrinsic)
+    errors = reprojection_errors(tracks.xyz.astype(np.float32), tracks.uv, extrinsic, intrinsic)
     keep = tracks.seen & (errors <= max_error)
     keep &= keep.sum(axis=0) >= MIN_TRACK_LENGTH
     if not keep.any():

@@ -35,7 +35,7 @@ class Observations:
 
     point: np.ndarray  # [M] int64 index into the points
     frame: np.ndarray  # [M] int64 frame index
-    xy: np.ndarray  # [M, 2] float64 continuous original-image coordinates
+    xy: np.ndarray  # [M, 2] continuous original-image coordinates
 
 
 def build_reconstruction(
@@ -72,7 +72,7 @@ def build_reconstruction(
         image = pycolmap.Image(
             name=name, keypoints=xy[starts[frame] : starts[frame + 1]], camera_id=frame + 1, image_id=frame + 1
         )
-        pose = pycolmap.Rigid3d(pycolmap.Rotation3d(extrinsic[frame, :, :3].astype(np.float64)), extrinsic[frame, :, 3])
+        pose = pycolmap.Rigid3d(pycolmap.Rotation3d(extrinsic[frame, :, :3]), extrinsic[frame, :, 3])
         reconstruction.add_image_with_trivial_frame(image, pose)
 
     by_point = np.argsort(points, kind="stable")
@@ -84,7 +84,7 @@ def build_reconstruction(
         track = pycolmap.Track()
         for member in members:
             track.add_element(int(frames[member]) + 1, int(point2d_index[member]))
-        reconstruction.add_point3D(xyz[index].astype(np.float64), track, rgb[index])
+        reconstruction.add_point3D(xyz[index], track, rgb[index])
     return reconstruction
 
 

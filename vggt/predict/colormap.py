@@ -13,7 +13,7 @@ def colorize(values: np.ndarray, low: float, high: float) -> np.ndarray:
 
     NaN and infinite values get the first anchor (callers paint them over)."""
     span = high - low if high > low else 1.0
-    t = np.clip((np.asarray(values, dtype=np.float64) - low) / span, 0.0, 1.0) * (len(ANCHORS) - 1)
+    t = np.clip((np.asarray(values, dtype=np.float32) - low) / span, 0.0, 1.0) * (len(ANCHORS) - 1)
     t = np.where(np.isfinite(t), t, 0.0)
     lower = np.minimum(t.astype(np.int64), len(ANCHORS) - 2)
     frac = (t - lower)[..., None]

@@ -11,7 +11,7 @@ FRUSTUM_EDGES = ((0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (2, 3), (3, 4), (4, 1))
 
 def camera_centers(extrinsic: np.ndarray) -> np.ndarray:
     """Camera-from-world [S, 3, 4] -> camera centres in the world [S, 3]."""
-    return closed_form_inverse_se3(extrinsic.astype(np.float64))[:, :3, 3]
+    return closed_form_inverse_se3(extrinsic.astype(np.float32))[:, :3, 3]
 
 
 def scene_scale(points: np.ndarray, extrinsic: np.ndarray) -> float:
@@ -30,10 +30,10 @@ def frustum_vertices(
     """[S, 5, 3] world points per camera: its centre, then the image corners (top-left, top-right, bottom-right,
     bottom-left) lifted to z-depth `depth`."""
     height, width = image_hw
-    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float64)
-    world_from_cam = closed_form_inverse_se3(extrinsic.astype(np.float64))
+    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
+    world_from_cam = closed_form_inverse_se3(extrinsic.astype(np.float32))
     out = np.zeros((len(extrinsic), 5, 3))
-    for frame, k in enumerate(intrinsic.astype(np.float64)):
+    for frame, k in enumerate(intrinsic.astype(np.float32)):
         rays = np.stack([(corners[:, 0] - k[0, 2]) / k[0, 0], (corners[:, 1] - k[1, 2]) / k[1, 1], np.ones(4)], -1)
         cam = np.concatenate([np.zeros((1, 3)), rays * depth])
         out[frame] = cam @ world_from_cam[frame, :3, :3].T + world_from_cam[frame, :3, 3]

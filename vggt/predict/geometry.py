@@ -18,12 +18,12 @@ from vggt.utils.load_fn import PreprocessTransform
 
 def model_index_to_original(uv: np.ndarray, transform: PreprocessTransform) -> np.ndarray:
     """Model pixel indices [..., 2] (u, v) -> continuous (COLMAP) coordinates [..., 2] of the original image."""
-    return transform.to_original(np.asarray(uv, dtype=np.float64) + 0.5)
+    return transform.to_original(np.asarray(uv, dtype=np.float32) + 0.5)
 
 
 def original_index_to_model(xy: np.ndarray, transform: PreprocessTransform) -> np.ndarray:
     """Pixel indices [..., 2] of the original image (what an image viewer shows) -> model pixel indices [..., 2]."""
-    return transform.from_original(np.asarray(xy, dtype=np.float64) + 0.5) - 0.5
+    return transform.from_original(np.asarray(xy, dtype=np.float32) + 0.5) - 0.5
 
 
 def original_intrinsics(intrinsic: np.ndarray, transforms: Sequence[PreprocessTransform]) -> np.ndarray:
@@ -32,10 +32,10 @@ def original_intrinsics(intrinsic: np.ndarray, transforms: Sequence[PreprocessTr
     A camera point projecting to model index u = fx X/Z + cx lies at continuous original x = (u + 0.5 - ox) / sx,
     so fx' = fx / sx and cx' = (cx + 0.5 - ox) / sx (the same for y).
     """
-    out = np.zeros((len(transforms), 3, 3), dtype=np.float64)
+    out = np.zeros((len(transforms), 3, 3), dtype=np.float32)
     for frame, transform in enumerate(transforms):
         (sx, sy), (ox, oy) = transform.scale, transform.offset
-        k = intrinsic[frame].astype(np.float64)
+        k = intrinsic[frame].astype(np.float32)
         out[frame] = [
             [k[0, 0] / sx, 0, (k[0, 2] + 0.5 - ox) / sx],
             [0, k[1, 1] / sy, (k[1, 2] + 0.5 - oy) / sy],
@@ -57,7 +57,7 @@ def transform_arrays(transforms: Sequence[PreprocessTransform]) -> dict[str, np.
     """The preprocessing geometry as arrays for predictions.npz (see PreprocessTransform)."""
     return {
         "original_size": np.array([t.original_size for t in transforms], dtype=np.int64),  # (W, H)
-        "preprocess_scale": np.array([t.scale for t in transforms], dtype=np.float64),
-        "preprocess_offset": np.array([t.offset for t in transforms], dtype=np.float64),
+        "preprocess_scale": np.array([t.scale for t in transforms], dtype=np.float32),
+        "preprocess_offset": np.array([t.offset for t in transforms], dtype=np.float32),
         "content_box": np.array([t.content for t in transforms], dtype=np.int64),
     }

@@ -107,7 +107,7 @@ def read_query_points(path: Path) -> np.ndarray:
             points = np.loadtxt(path.read_text().replace(",", " ").splitlines(), ndmin=2)
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read --query-points {path} ({err}); pass a .npy [N, 2] or lines of 'x y'") from err
-    points = np.asarray(points, dtype=np.float64)
+    points = np.asarray(points, dtype=np.float32)
     if points.ndim != 2 or points.shape[1] != 2 or not len(points) or not np.isfinite(points).all():
         raise ValueError(f"--query-points {path} must hold N >= 1 finite (x, y) rows, got shape {points.shape}")
     return points

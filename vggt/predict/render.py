@@ -37,7 +37,7 @@ def preview_camera(cloud: PointCloud, extrinsic: np.ndarray) -> np.ndarray:
     """A viewpoint behind and above the first camera, looking at the cloud's median: the input view pulled back
     by the scene's size, so that the cameras and the scene's depth show."""
     target = np.median(cloud.xyz, axis=0) if len(cloud) else camera_centers(extrinsic).mean(axis=0)
-    rotation = extrinsic[0, :, :3].astype(np.float64)
+    rotation = extrinsic[0, :, :3]
     forward, up = rotation[2], -rotation[1]  # the first camera's viewing direction and image "up" in the world
     distance = 1.2 * scene_scale(cloud.xyz, extrinsic)
     return _look_at(target - distance * forward + 0.5 * distance * up, target, up)
@@ -107,7 +107,7 @@ def render_points(
     focal = min(_fit_focal(view, size, cloud.xyz, 98, near), _fit_focal(view, size, corners, 100, near))
     canvas = np.full((size[1], size[0], 3), 255, dtype=np.uint8)
     if len(cloud):
-        uv, z = _project(cloud.xyz.astype(np.float64), view, focal, size)
+        uv, z = _project(cloud.xyz, view, focal, size)
         near, far = np.percentile(z[z > 0], [2, 98]) if (z > 0).any() else (0.0, 1.0)
         shade = 1.0 - 0.45 * np.clip((z - near) / max(far - near, 1e-9), 0, 1)  # depth cue: far is darker
         _splat(canvas, uv, z, (cloud.rgb * shade[:, None]).astype(np.uint8))

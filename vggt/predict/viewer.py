@@ -94,7 +94,7 @@ def build_viewer(server: Any, scene: ViewerScene, percentile: float, max_points:
             "/points", cloud.xyz, cloud.rgb, point_size=float(point_size.value) * size, point_shape="rounded"
         )
 
-    world_from_cam = closed_form_inverse_se3(scene.extrinsic.astype(np.float64))
+    world_from_cam = closed_form_inverse_se3(scene.extrinsic.astype(np.float32))
     height, width = scene.valid.shape[1:]
     frustums = []
     for frame, (pose, k) in enumerate(zip(world_from_cam, scene.intrinsic)):

@@ -88,11 +88,11 @@ class PreprocessTransform:
 
     def to_original(self, xy: np.ndarray) -> np.ndarray:
         """Continuous preprocessed coordinates [..., 2] -> continuous original coordinates [..., 2]."""
-        return (np.asarray(xy, dtype=np.float64) - np.array(self.offset)) / np.array(self.scale)
+        return (np.asarray(xy, dtype=np.float32) - np.array(self.offset)) / np.array(self.scale)
 
     def from_original(self, xy: np.ndarray) -> np.ndarray:
         """Continuous original coordinates [..., 2] -> continuous preprocessed coordinates [..., 2]."""
-        return np.asarray(xy, dtype=np.float64) * np.array(self.scale) + np.array(self.offset)
+        return np.asarray(xy, dtype=np.float32) * np.array(self.scale) + np.array(self.offset)
 
     def shifted(self, dx: int, dy: int) -> PreprocessTransform:
         """The same transform after padding `dx` columns on the left and `dy` rows on top."""
