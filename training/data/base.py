@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from training.data.augment import AugmentConfig, augment_colors, process_frame, target_shape
+from vggt.utils.geometry import depth_to_camera_points
 
 MIN_VALID_DEPTH = 1e-8
 
@@ -60,11 +61,7 @@ def read_image(path: Path) -> np.ndarray:
 
 def unproject(depth: np.ndarray, extrinsic: np.ndarray, intrinsic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Depth [H, W] -> (camera points, world points) [H, W, 3] at integer pixel coordinates."""
-    h, w = depth.shape
-    v, u = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
-    x = (u - intrinsic[0, 2]) / intrinsic[0, 0] * depth
-    y = (v - intrinsic[1, 2]) / intrinsic[1, 1] * depth
-    cam = np.stack((x, y, depth), axis=-1).astype(np.float32)
+    cam = depth_to_camera_points(depth[None], intrinsic[None])[0].astype(np.float32)
     rotation, translation = extrinsic[:, :3], extrinsic[:, 3]
     world = (cam - translation) @ rotation  # R^T (x - t), row-vector form
     return cam, world.astype(np.float32)

@@ -69,6 +69,15 @@ def _validated_inputs(
     return depth, extrinsics, intrinsics
 
 
+def depth_to_camera_points(depth: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
+    """Z-depth [S, H, W] -> camera-frame points [S, H, W, 3], pixel (v, u) at integer coordinates (no +0.5)."""
+    _, height, width = depth.shape
+    v, u = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
+    fx, fy = intrinsics[:, 0, 0, None, None], intrinsics[:, 1, 1, None, None]
+    cx, cy = intrinsics[:, 0, 2, None, None], intrinsics[:, 1, 2, None, None]
+    return np.stack(((u - cx) * depth / fx, (v - cy) * depth / fy, depth), axis=-1)
+
+
 def unproject_depth_map_to_point_map(
     depth_map: np.ndarray | torch.Tensor,
     extrinsics_cam: np.ndarray | torch.Tensor,
@@ -85,13 +94,7 @@ def unproject_depth_map_to_point_map(
         float32 NumPy array [S, H, W, 3] of world points; pixel (v, u) is sampled at integer coordinates.
     """
     depth, extrinsics, intrinsics = _validated_inputs(depth_map, extrinsics_cam, intrinsics_cam)
-    _, height, width = depth.shape
-
-    v, u = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
-    fx, fy = intrinsics[:, 0, 0, None, None], intrinsics[:, 1, 1, None, None]
-    cx, cy = intrinsics[:, 0, 2, None, None], intrinsics[:, 1, 2, None, None]
-    cam_points = np.stack(((u - cx) * depth / fx, (v - cy) * depth / fy, depth), axis=-1)
-
+    cam_points = depth_to_camera_points(depth, intrinsics)
     world_from_cam = closed_form_inverse_se3(extrinsics)
     world_points = np.einsum("sij,shwj->shwi", world_from_cam[:, :3, :3], cam_points)
     world_points += world_from_cam[:, None, None, :3, 3]
