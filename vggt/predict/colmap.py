@@ -2,7 +2,7 @@
 
 Every frame gets its own PINHOLE camera (fx, fy, cx, cy) of the original image's size, its pose is the predicted
 camera-from-world, and every observation is a 2D point in the original image (COLMAP's continuous convention;
-see vggt.predict.geometry). Image names are the input file names (video frames: images/frame_000001.png ...).
+see vggt.predict.geometry). Image names are the input file names (video frames: frame_000001.png ... in video_frames/).
 """
 
 from __future__ import annotations

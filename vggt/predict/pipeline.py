@@ -22,16 +22,26 @@ from vggt.predict.geometry import (
 )
 from vggt.predict.glb import import_trimesh, write_glb
 from vggt.predict.inference import inference_dtype, load_model, run_model
-from vggt.predict.inputs import resolve_inputs
+from vggt.predict.inputs import InputSource, resolve_inputs
+from vggt.predict.ownership import MANIFEST_NAME, check_output
 from vggt.predict.ply import write_ply
 from vggt.predict.points import PointCloud, confident_points
 from vggt.predict.render import write_previews
-from vggt.predict.staging import check_destination, staged_directory
+from vggt.predict.staging import recover_interrupted, staged_output
 from vggt.predict.video import extract_frames, import_av
 from vggt.runtime import configure_process, resolve_device
 from vggt.utils.load_fn import PATCH_SIZE, PreprocessTransform, load_and_preprocess_images_with_transforms
 
 EXPORTS = ("depth", "ply", "glb", "colmap", "preview")
+EXPORT_ENTRIES = {  # what each export writes into --out
+    "depth": ("depth", "confidence"),
+    "ply": ("points.ply",),
+    "glb": ("scene.glb",),
+    "colmap": ("sparse",),
+    "preview": ("preview",),
+}
+PREDICTIONS = "predictions.npz"
+VIDEO_FRAMES = "video_frames"  # not images/: that is where COLMAP users keep their own photos
 SUBSAMPLE_SEED = 0  # the COLMAP point subsample is reproducible
 
 
@@ -149,7 +159,22 @@ def _check_options(options: PredictOptions) -> None:
         raise ValueError(
             f"--resolution must be a positive multiple of {PATCH_SIZE}, got {options.resolution}; e.g. 518"
         )
-    check_destination(options.out, options.overwrite)
+
+
+def planned_entries(options: PredictOptions, source: InputSource) -> dict[str, str]:
+    """Every entry this run may write into --out -> what writes it (for the conflict message)."""
+    planned = {PREDICTIONS: "always written", MANIFEST_NAME: "always written"}
+    if source.video is not None:
+        planned[VIDEO_FRAMES] = f"the frames of {source.video.name}"
+    for export in options.exports:
+        planned.update(dict.fromkeys(EXPORT_ENTRIES[export], f"--export {export}"))
+    return planned
+
+
+def _input_files(options: PredictOptions, source: InputSource) -> list[Path]:
+    """The files the run reads, which no output may replace."""
+    files = [*source.images, *([source.video] if source.video is not None else [])]
+    return files + ([options.query_points] if options.query_points is not None else [])
 
 
 def _dense_reconstruction(prediction: Prediction, limit: int):  # -> pycolmap.Reconstruction
@@ -174,10 +199,18 @@ def _dense_reconstruction(prediction: Prediction, limit: int):  # -> pycolmap.Re
 
 
 def predict(options: PredictOptions) -> PredictSummary:
-    """Run `vggt predict`: check everything cheap first, then model, images, predictions and exports, all written
-    into a staging directory that becomes options.out only when complete."""
+    """Run `vggt predict`: check everything cheap first (arguments, inputs, what --out holds), then model, images,
+    predictions and exports, all written into a staging directory whose entries move into options.out only when
+    complete (see staging.py), replacing nothing but an earlier run's recorded outputs."""
     _check_options(options)
     source = resolve_inputs(options.images)
+    recover_interrupted(options.out)
+
+    def check() -> list[str]:
+        inputs = _input_files(options, source)
+        return check_output(options.out, planned_entries(options, source), options.overwrite, inputs)
+
+    check()
     if source.video is not None:
         import_av()
     queries = None if options.query_points is None else read_query_points(options.query_points)
@@ -190,12 +223,12 @@ def predict(options: PredictOptions) -> PredictSummary:
         raise ValueError("--query-points needs the track head, and this model has none")
     summary = PredictSummary(options.out)
 
-    with staged_directory(options.out, options.overwrite) as stage:
+    with staged_output(options.out, check) as stage:
         paths, names = source.images, source.names
         if source.video is not None:
-            paths = extract_frames(source.video, options.fps, stage / "images")
+            paths = extract_frames(source.video, options.fps, stage / VIDEO_FRAMES)
             names = [path.name for path in paths]
-            summary.add("images/", f"{len(paths)} frames of {source.video.name}, {options.fps:g} per second")
+            summary.add(f"{VIDEO_FRAMES}/", f"{len(paths)} frames of {source.video.name}, {options.fps:g} per second")
         images, transforms = load_and_preprocess_images_with_transforms(
             paths, options.mode, options.resolution, progress=True
         )
@@ -205,8 +238,8 @@ def predict(options: PredictOptions) -> PredictSummary:
         arrays.update(_original_geometry(arrays, transforms, names))
         if query_tensor is not None:
             arrays["query_points"] = query_tensor.numpy()  # model pixels of frame 0
-        np.savez(stage / "predictions.npz", **arrays)
-        summary.add("predictions.npz", f"{len(images)} frames: cameras, depth, points, confidences")
+        np.savez(stage / PREDICTIONS, **arrays)
+        summary.add(PREDICTIONS, f"{len(images)} frames: cameras, depth, points, confidences")
 
         valid = content_mask(transforms, *images.shape[-2:])
         cloud = confident_points(
