@@ -136,7 +136,8 @@ PREDICT_OUTPUTS = """writes into OUT (created if missing; anything else in it is
                    images [S,3,H,W]; track/vis/conf with --query-points) plus extrinsic [S,3,4]
                    (camera-from-world, OpenCV), intrinsic [S,3,3] (model pixels), world_points_from_depth,
                    intrinsic_original (original-image pixels), original_size, preprocess_scale,
-                   preprocess_offset, content_box, image_names
+                   preprocess_offset, content_box, image_names, camera_valid [S] (False: no usable
+                   camera; such frames are left out of every camera-dependent output, with a warning)
   depth/, confidence/  colour-mapped PNGs per frame at the model's resolution     (--export depth)
   points.ply       binary PLY of the confidence-filtered coloured points          (--export ply)
   scene.glb        points and camera frustums, glTF y-up axes                     (--export glb)
@@ -241,6 +242,13 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
         "the original image (as an image viewer shows them); adds track/vis/conf and track_original to the npz",
     )
 
+    model.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop with an error when a frame's predicted camera is unusable (field of view not positive or a "
+        "non-finite entry); by default such frames are left out of the outputs that need a camera, with a warning",
+    )
+
     points = parser.add_argument_group("point clouds and COLMAP")
     points.add_argument(
         "--conf-threshold",
@@ -301,6 +309,7 @@ def run_predict(args: argparse.Namespace) -> int:
         max_colmap_points=args.max_colmap_points,
         ba=ba,
         overwrite=args.overwrite,
+        strict=args.strict,
     )
     with readable_warnings("predict"):
         summary = predict(options)

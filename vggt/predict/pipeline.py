@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from vggt.predict.bundle_adjust import BundleAdjustmentOptions, BundleAdjustmentStats, run_bundle_adjustment
+from vggt.predict.cameras import describe_invalid_cameras
 from vggt.predict.colmap import Observations, build_reconstruction, import_pycolmap, write_reconstruction
 from vggt.predict.depth_png import write_depth_pngs
 from vggt.predict.geometry import (
@@ -33,6 +35,7 @@ from vggt.runtime import configure_process, resolve_device
 from vggt.utils.load_fn import PATCH_SIZE, PreprocessTransform, load_and_preprocess_images_with_transforms
 
 EXPORTS = ("depth", "ply", "glb", "colmap", "preview")
+CAMERA_EXPORTS = ("ply", "glb", "colmap")  # skipped when no frame has a usable camera (preview keeps frames.png)
 EXPORT_ENTRIES = {  # what each export writes into --out
     "depth": ("depth", "confidence"),
     "ply": ("points.ply",),
@@ -78,6 +81,7 @@ class PredictOptions:
     max_colmap_points: int = 100_000
     ba: BundleAdjustmentOptions | None = None
     overwrite: bool = False
+    strict: bool = False  # a frame without a usable camera is an error instead of a warning
 
 
 @dataclass
@@ -104,8 +108,13 @@ class Prediction:
     transforms: list[PreprocessTransform]
     names: list[str]
     valid: np.ndarray  # bool [S, H, W], non-padding pixels
-    cloud: PointCloud  # confidence-filtered points
+    cloud: PointCloud  # confidence-filtered points of the frames with a usable camera
     adjusted: tuple[Any, BundleAdjustmentStats] | None = None  # --ba: (pycolmap.Reconstruction, stats)
+
+    @property
+    def camera_valid(self) -> np.ndarray:
+        """bool [S]: the frames whose camera the exports may use (vggt.predict.cameras)."""
+        return self.arrays["camera_valid"]
 
 
 def read_query_points(path: Path) -> np.ndarray:
@@ -190,12 +199,25 @@ def _dense_reconstruction(prediction: Prediction, limit: int):  # -> pycolmap.Re
     return build_reconstruction(
         arrays["extrinsic"],
         arrays["intrinsic_original"],
+        prediction.camera_valid,
         prediction.transforms,
         prediction.names,
         cloud.xyz,
         cloud.rgb,
         Observations(point=np.arange(len(cloud)), frame=cloud.frame, xy=xy),
     )
+
+
+def _report_invalid_cameras(arrays: dict[str, np.ndarray], names: Sequence[str], strict: bool) -> None:
+    """One warning naming the frames without a usable camera, or with --strict an error."""
+    if arrays["camera_valid"].all():
+        return
+    message = describe_invalid_cameras(
+        arrays["camera_valid"], arrays["pose_enc"], arrays["extrinsic"], arrays["intrinsic"], names
+    )
+    if strict:
+        raise ValueError(f"{message} (without --strict the outputs that need no camera are written)")
+    warnings.warn(f"{message} (--strict makes this an error)", stacklevel=3)
 
 
 def predict(options: PredictOptions) -> PredictSummary:
@@ -235,6 +257,7 @@ def predict(options: PredictOptions) -> PredictSummary:
         query_tensor = None if queries is None else _query_points_in_model(queries, transforms[0], options.query_points)
         print(f"running VGGT on {len(images)} frames of {images.shape[-2]}x{images.shape[-1]} ({device}, {dtype})")
         arrays = run_model(model, images, device, dtype, options.frames_chunk_size, query_tensor)
+        _report_invalid_cameras(arrays, names, options.strict)
         arrays.update(_original_geometry(arrays, transforms, names))
         if query_tensor is not None:
             arrays["query_points"] = query_tensor.numpy()  # model pixels of frame 0
@@ -242,15 +265,22 @@ def predict(options: PredictOptions) -> PredictSummary:
         summary.add(PREDICTIONS, f"{len(images)} frames: cameras, depth, points, confidences")
 
         valid = content_mask(transforms, *images.shape[-2:])
+        seen_by_a_camera = valid & arrays["camera_valid"][:, None, None]
         cloud = confident_points(
-            arrays["world_points_from_depth"], arrays["depth_conf"], arrays["images"], valid, options.conf_threshold
+            arrays["world_points_from_depth"],
+            arrays["depth_conf"],
+            arrays["images"],
+            seen_by_a_camera,
+            options.conf_threshold,
         )
         prediction = Prediction(arrays, transforms, names, valid, cloud)
-        if options.ba is not None:
+        if options.ba is not None and prediction.camera_valid.any():
             prediction.adjusted = run_bundle_adjustment(
                 model, images.to(device), arrays, valid, transforms, names, options.ba, dtype, options.frames_chunk_size
             )
         for export in options.exports:
+            if export in CAMERA_EXPORTS and not prediction.camera_valid.any():
+                continue  # the warning above said so
             WRITERS[export](stage, prediction, options, summary)
     return summary
 
@@ -283,11 +313,16 @@ def _write_ply(stage: Path, prediction: Prediction, options: PredictOptions, sum
 
 
 def _write_glb(stage: Path, prediction: Prediction, options: PredictOptions, summary: PredictSummary) -> None:
-    arrays = prediction.arrays
+    arrays, cameras = prediction.arrays, int(prediction.camera_valid.sum())
     write_glb(
-        stage / "scene.glb", prediction.cloud, arrays["extrinsic"], arrays["intrinsic"], prediction.valid.shape[1:]
+        stage / "scene.glb",
+        prediction.cloud,
+        arrays["extrinsic"],
+        arrays["intrinsic"],
+        prediction.camera_valid,
+        prediction.valid.shape[1:],
     )
-    summary.add("scene.glb", f"{len(prediction.cloud)} points, {len(prediction.names)} camera frustums (glTF y-up)")
+    summary.add("scene.glb", f"{len(prediction.cloud)} points, {cameras} camera frustums (glTF y-up)")
 
 
 def _write_colmap(stage: Path, prediction: Prediction, options: PredictOptions, summary: PredictSummary) -> None:
@@ -301,12 +336,17 @@ def _write_colmap(stage: Path, prediction: Prediction, options: PredictOptions, 
             f"error {stats.error_before:.2f} -> {stats.error_after:.2f} model px"
         )
     write_reconstruction(reconstruction, stage / "sparse")
-    summary.add("sparse/", f"COLMAP model, {len(prediction.names)} cameras at original resolution; {detail}")
+    cameras = f"{int(prediction.camera_valid.sum())} of {len(prediction.names)} cameras"
+    summary.add("sparse/", f"COLMAP model, {cameras} at original resolution; {detail}")
 
 
 def _write_preview(stage: Path, prediction: Prediction, options: PredictOptions, summary: PredictSummary) -> None:
-    write_previews(stage / "preview", prediction.cloud, prediction.arrays, prediction.valid)
-    summary.add("preview/", "points.png (point cloud and cameras), frames.png (input | depth | confidence)")
+    written = write_previews(stage / "preview", prediction.cloud, prediction.arrays, prediction.valid)
+    pictures = {
+        "points.png": "points.png (point cloud and cameras)",
+        "frames.png": "frames.png (input | depth | confidence)",
+    }
+    summary.add("preview/", ", ".join(pictures[path.name] for path in written))
 
 
 WRITERS = {
