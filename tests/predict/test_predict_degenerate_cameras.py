@@ -11,9 +11,10 @@ import torch
 
 import vggt.predict.pipeline as pipeline
 from tests.predict.conftest import predict_args, run_cli, tiny_model_with_plausible_cameras
+from tests.predict.test_view import free_port
 from vggt.predict.inference import load_model
 from vggt.predict.ownership import MANIFEST_NAME
-from vggt.predict.viewer import load_scene
+from vggt.predict.viewer import build_viewer, load_scene
 
 pycolmap = pytest.importorskip("pycolmap")
 trimesh = pytest.importorskip("trimesh")
@@ -93,6 +94,14 @@ def test_a_frame_with_zero_field_of_view_is_left_out_of_every_camera_output(
     viewer_scene = load_scene(out)
     assert viewer_scene.points(50, 10**7).frame.tolist().count(1) == 0
     assert len(viewer_scene.points(50, 10**7)) == expected_points
+    viser = pytest.importorskip("viser")
+    server = viser.ViserServer(host="127.0.0.1", port=free_port(), verbose=False)
+    try:
+        frustums = build_viewer(server, viewer_scene, percentile=50, max_points=10**7)["frustums"]
+    finally:
+        server.stop()
+    centres = [-arrays["extrinsic"][f, :, :3].T @ arrays["extrinsic"][f, :, 3] for f in (0, 2)]
+    np.testing.assert_allclose([frustum.position for frustum in frustums], centres, atol=1e-5)
 
 
 def test_ba_tracks_only_through_frames_with_a_camera(tmp_path, tiny_weights, scene_images, frame_1_without_camera):

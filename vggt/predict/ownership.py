@@ -109,9 +109,10 @@ def check_output(out: Path, planned: Mapping[str, str], overwrite: bool, inputs:
             continue
         if name not in recorded:
             raise ValueError(
-                f"{entry} exists but vggt predict did not write it (it is not in {out / MANIFEST_NAME}), so it is "
-                f"left alone, with or without --overwrite. This run would write {name} ({source}): choose another "
-                f"--out (e.g. --out {out / 'vggt'}), move {entry} away, or drop what writes it"
+                f"{entry} exists but vggt predict did not write it (it is not in {out / MANIFEST_NAME}; outputs of "
+                "versions without manifests count as not written), so it is left alone, with or without "
+                f"--overwrite. This run would write {name} ({source}): choose another --out (e.g. --out "
+                f"{out / 'vggt'}), move {entry} away, or drop what writes it"
             )
     if not existing:
         return []

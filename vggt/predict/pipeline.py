@@ -282,6 +282,7 @@ def predict(options: PredictOptions) -> PredictSummary:
             if export in CAMERA_EXPORTS and not prediction.camera_valid.any():
                 continue  # the warning above said so
             WRITERS[export](stage, prediction, options, summary)
+    summary.add(MANIFEST_NAME, "what this run wrote: a later --overwrite replaces exactly that")
     return summary
 
 
