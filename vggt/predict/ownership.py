@@ -48,7 +48,14 @@ def write_manifest(directory: Path, names: Iterable[str]) -> None:
 
 
 def _plain_name(name: object) -> bool:
-    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and os.sep not in name
+    """A name a manifest may record: one visible path component other than the manifest's own."""
+    return (
+        isinstance(name, str)
+        and name not in ("", MANIFEST_NAME)
+        and not name.startswith(".")
+        and "/" not in name
+        and os.sep not in name
+    )
 
 
 def read_manifest(out: Path) -> dict[str, Fingerprint]:
@@ -116,16 +123,16 @@ def check_output(out: Path, planned: Mapping[str, str], overwrite: bool, inputs:
             )
     if not existing:
         return []
-    if not overwrite:
-        raise ValueError(
-            f"{out} holds the outputs of an earlier vggt predict run ({', '.join(sorted(existing))}); pass "
-            "--overwrite to replace all of them (nothing else in it is touched), or choose another --out"
-        )
     if changed:
         name, why = sorted(changed.items())[0]
         raise ValueError(
             f"{out / name} was written by an earlier vggt predict run but has changed since ({why}), so it is left "
             f"alone, with or without --overwrite: move or delete it yourself, or choose another --out"
+        )
+    if not overwrite:
+        raise ValueError(
+            f"{out} holds the outputs of an earlier vggt predict run ({', '.join(sorted(existing))}); pass "
+            "--overwrite to replace all of them (nothing else in it is touched), or choose another --out"
         )
     for path in inputs:
         resolved = Path(path).resolve()
