@@ -196,8 +196,9 @@ def write_run(out: Path, entries: dict[str, bytes | None]) -> None:
 
 
 @pytest.mark.parametrize("kill_at", [2, 4])
-def test_a_run_killed_mid_swap_is_rolled_back_by_the_next_one(scene: Path, kill_at: int) -> None:
-    """The swap retires 2 entries (predictions.npz and the manifest; points.ply is gone) and installs 3."""
+def test_a_run_killed_mid_swap_is_rolled_back_by_the_next_one(scene, tiny_weights, kill_at: int) -> None:
+    """The swap retires 2 entries (predictions.npz and the manifest; points.ply is gone) and installs 3: killed at
+    the 2nd move mid-retire, at the 4th mid-install."""
     write_run(scene, {"predictions.npz": b"earlier run", "points.ply": b"earlier points"})
     (scene / "points.ply").unlink()  # a recorded output the user deleted: nothing to retire
     before = tree(scene)
@@ -208,8 +209,10 @@ def test_a_run_killed_mid_swap_is_rolled_back_by_the_next_one(scene: Path, kill_
     assert tree(scene) != before  # the killed run left its work directory and journal (and maybe moved entries)
     assert [p for p in scene.iterdir() if p.name.startswith(staging.WORK_PREFIX)]
 
-    with pytest.warns(UserWarning, match="rolled back an interrupted vggt predict run"):
-        recover_interrupted(scene)
+    # the next run rolls back first, then stops: the earlier outputs are there and it has no --overwrite
+    result = run_cli(*predict_args(scene / "images", scene, tiny_weights, "--export", "none"))
+    assert "warning: rolled back an interrupted vggt predict run" in result.stderr
+    assert result.status == 2 and "outputs of an earlier vggt predict run" in result.stderr
     assert tree(scene) == before
 
 
