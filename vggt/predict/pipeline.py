@@ -170,7 +170,7 @@ def _check_options(options: PredictOptions) -> None:
         )
 
 
-def planned_entries(options: PredictOptions, source: InputSource) -> dict[str, str]:
+def _planned_entries(options: PredictOptions, source: InputSource) -> dict[str, str]:
     """Every entry this run may write into --out -> what writes it (for the conflict message)."""
     planned = {PREDICTIONS: "always written", MANIFEST_NAME: "always written"}
     if source.video is not None:
@@ -230,7 +230,7 @@ def predict(options: PredictOptions) -> PredictSummary:
 
     def check() -> list[str]:
         inputs = _input_files(options, source)
-        return check_output(options.out, planned_entries(options, source), options.overwrite, inputs)
+        return check_output(options.out, _planned_entries(options, source), options.overwrite, inputs)
 
     check()
     if source.video is not None:
