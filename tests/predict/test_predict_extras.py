@@ -37,7 +37,8 @@ def test_core_exports_work_without_optional_packages(tmp_path, tiny_weights, sce
     out = tmp_path / "new" / "parents" / "out"
     result = run_cli(*predict_args(scene_images, out, tiny_weights, "--export", "depth,ply,preview"))
     assert result.status == 0, result.stderr
-    assert {p.name for p in out.iterdir()} == {"predictions.npz", "depth", "confidence", "points.ply", "preview"}
+    written = {"predictions.npz", "depth", "confidence", "points.ply", "preview", "vggt_predict_manifest.json"}
+    assert {p.name for p in out.iterdir()} == written
     assert [p.name for p in out.parent.iterdir()] == ["out"]  # no staging directory left in the new parents
 
 
