@@ -15,6 +15,7 @@ from vggt.heads.dpt_head import DPTHead
 from vggt.heads.track_head import TrackHead
 from vggt.models.aggregator import Aggregator
 from vggt.runtime import autocast_disabled
+from vggt.weights import load_pretrained, save_model
 
 
 class VGGT(nn.Module, PyTorchModelHubMixin):
@@ -198,8 +199,6 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         is strict: missing, unexpected or mis-shaped keys raise with a readable report.
         Honours the Hugging Face cache and offline mode (HF_HUB_OFFLINE=1).
         """
-        from vggt.weights import load_pretrained
-
         return load_pretrained(
             cls,
             pretrained_model_name_or_path,
@@ -218,6 +217,4 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Called by `save_pretrained`: weights as model.safetensors plus our config.json."""
-        from vggt.weights import save_model
-
         save_model(self, Path(save_directory))
