@@ -19,10 +19,16 @@ from typing import Any
 
 import torch
 
-from vggt.runtime import device_name, kernels, peak_memory_bytes, reset_peak_memory, synchronize
+from vggt.runtime import (
+    device_name,
+    kernels,
+    peak_memory_bytes,
+    reset_peak_memory,
+    resident_memory_bytes,
+    synchronize,
+)
 
 GIB = 1024**3
-PROC_STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
@@ -112,16 +118,6 @@ def forced_backend(backend: str) -> Iterator[None]:
 
 
 # memory ----------------------------------------------------------------------------------------
-def _proc_status_bytes(field: str) -> int | None:
-    """A "kB" field of /proc/self/status (VmRSS, VmHWM) in bytes; None where procfs is missing."""
-    if not PROC_STATUS.is_file():
-        return None
-    for line in PROC_STATUS.read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
 def _ru_maxrss_bytes() -> int | None:
     """getrusage's lifetime peak RSS in bytes; None where the resource module does not exist (Windows)."""
     try:
@@ -147,12 +143,12 @@ class MemoryProbe:
     def __init__(self, device: torch.device):
         self.device = device
         self.on_allocator = peak_memory_bytes(device) is not None
-        self.resets_rss = not self.on_allocator and _proc_status_bytes("VmHWM") is not None and _reset_vmhwm()
+        self.resets_rss = not self.on_allocator and resident_memory_bytes(peak=True) is not None and _reset_vmhwm()
         if self.on_allocator:
             self.kind = "allocator peak"
         elif self.resets_rss:
             self.kind = "RSS peak (VmHWM, reset per row)"
-        elif _proc_status_bytes("VmHWM") is not None:
+        elif resident_memory_bytes(peak=True) is not None:
             self.kind = "RSS peak (VmHWM, process lifetime)"
         elif _ru_maxrss_bytes() is not None:
             self.kind = "RSS peak (ru_maxrss, process lifetime)"
@@ -166,7 +162,7 @@ class MemoryProbe:
         if self.on_allocator:
             reset_peak_memory(self.device)  # the peak restarts at what is allocated now
             return peak_memory_bytes(self.device)
-        rss = _proc_status_bytes("VmRSS")
+        rss = resident_memory_bytes()
         return rss if rss is not None else _ru_maxrss_bytes()
 
     def start(self) -> None:
@@ -181,7 +177,7 @@ class MemoryProbe:
         """The peak since start() (or since process start, for lifetime kinds)."""
         if self.on_allocator:
             return peak_memory_bytes(self.device)
-        hwm = _proc_status_bytes("VmHWM")
+        hwm = resident_memory_bytes(peak=True)
         return hwm if hwm is not None else _ru_maxrss_bytes()
 
 
