@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: argument types, resolution checks, timing, memory, tables, environment.
+"""Helpers shared by the benchmark scripts: options, argument types, resolution checks, timing, memory, tables.
 
 The scripts import this file as `common`; running `python benchmarks/<script>.py` puts this folder
 first on sys.path, which is what makes that import work without packaging benchmarks/.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
+import json
 import os
 import platform
 import sys
@@ -20,13 +22,16 @@ from typing import Any
 import torch
 
 from vggt.runtime import (
+    configure_process,
     device_name,
     kernels,
     peak_memory_bytes,
     reset_peak_memory,
     resident_memory_bytes,
+    resolve_device,
     synchronize,
 )
+from vggt.runtime.precision import DTYPES
 
 GIB = 1024**3
 CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -76,6 +81,41 @@ def add_threads_and_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", type=Path, default=None, help="also write the environment and the rows to this JSON file"
     )
+
+
+def add_device_and_timing(
+    parser: argparse.ArgumentParser, dtype_help: str, timed: str, warmup: int, repeats: int
+) -> None:
+    """The --device, --dtype, --warmup and --repeats options; `timed` names what is timed ("forwards", "calls")."""
+    parser.add_argument(
+        "--dtype", choices=tuple(DTYPES), default="float32", help=f"{dtype_help} (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device name such as cpu, cuda:0 or npu:0 (default: an NPU, else a GPU, else the CPU)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int_at_least(0),
+        default=warmup,
+        help=f"untimed {timed} before each timing (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeats", type=int_at_least(1), default=repeats, help=f"timed {timed} per timing (default: %(default)s)"
+    )
+
+
+def prepare_device(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.device:
+    """--device resolved (a usage error if it is not usable), --threads applied, the process configured for it."""
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        parser.error(f"--device: {err}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    configure_process(device)  # the settings the model runs under (NPU binary kernels, TF32 / HF32)
+    return device
 
 
 def time_calls(
@@ -193,6 +233,15 @@ def aligned_table(header: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
     lines = [" | ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in [header, *cells]]
     lines.insert(1, "-+-".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def write_json(path: Path | None, env: dict[str, Any], rows: Sequence[Any]) -> None:
+    """--json: the environment and the rows (dataclass instances) into `path`; nothing when it is None."""
+    if path is None:
+        return
+    payload = {"environment": env, "rows": [dataclasses.asdict(row) for row in rows]}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path}", file=sys.stderr)
 
 
 def environment(device: torch.device) -> dict[str, Any]:
