@@ -1,8 +1,9 @@
 """Imports go one way: every module of vggt/ and training/ imports, the module-level import graph has no cycle,
 no function hides an import of another vggt module, and vggt/runtime/ stands on its own.
 
-The graph is read from the source with `ast`: an edge A -> B for every `import` statement of A that runs
-when A is imported (anything outside a function body), B being the module it names (for
+The graph is read from the source with `ast`: an edge A -> B for every `import` statement of A outside a
+function body (what runs when A is imported; `if TYPE_CHECKING:` blocks count too, since a cycle of
+type-only imports is still a cycle of the design), B being the module it names (for
 `from package import name`, the submodule package.name where one exists, else the package).
 """
 
