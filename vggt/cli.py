@@ -16,6 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from vggt.models.vggt import VGGT
+from vggt.predict.bundle_adjust import BundleAdjustmentOptions
+from vggt.predict.pipeline import PredictOptions, parse_exports, predict
+from vggt.predict.viewer import serve
+from vggt.weights import convert_checkpoint, read_config_json, verify_weights
+
 Handler = Callable[[argparse.Namespace], int]
 
 EXIT_STATUSES = """exit status:
@@ -64,8 +70,6 @@ def add_convert(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from vggt.weights import convert_checkpoint  # imported here so that `vggt --help` does not load torch
-
     dst = Path(args.dst)
     count = convert_checkpoint(args.src, dst)
     print(f"converted {count} tensors ({dst.stat().st_size / 1e6:.1f} MB) to {dst}")
@@ -111,9 +115,7 @@ def add_verify_weights(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_verify_weights(args: argparse.Namespace) -> int:
-    from vggt.weights import verify_weights
-
-    report = verify_weights(args.path, config=config_argument(args.config))
+    report = verify_weights(VGGT, args.path, config=config_argument(args.config))
     print(json.dumps({**report.to_dict(), "ok": report.ok}, indent=2))
     if report.ok:
         return 0
@@ -125,8 +127,6 @@ def config_argument(value: str | None) -> str | dict[str, Any] | None:
     """--config: a path ending in .json becomes its contents; anything else is a preset name."""
     if value is None or not value.endswith(".json"):
         return value
-    from vggt.weights import read_config_json
-
     return read_config_json(Path(value))
 
 
@@ -286,9 +286,6 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from vggt.predict.bundle_adjust import BundleAdjustmentOptions
-    from vggt.predict.pipeline import PredictOptions, parse_exports, predict
-
     ba = None
     if args.ba:
         ba = BundleAdjustmentOptions(args.query_frames, args.max_query_points, args.vis_thresh, args.max_reproj_error)
@@ -351,8 +348,6 @@ def add_view(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_view(args: argparse.Namespace) -> int:
-    from vggt.predict.viewer import serve
-
     serve(args.out_dir, args.host, args.port, args.conf_threshold, args.max_points)
     return 0
 
