@@ -288,7 +288,13 @@ def _regime_case(regime: str, channels: int, seed: int):
     return tuple(a.astype(np.float32) for a in (pred, gt, conf)) + (mask,)
 
 
-REGIMES = ["gt_above_100", "residuals_above_100", "confidence_overflow", "at_most_1000_valid", "few_valid_huge_confidences"]
+REGIMES = [
+    "gt_above_100",
+    "residuals_above_100",
+    "confidence_overflow",
+    "at_most_1000_valid",
+    "few_valid_huge_confidences",
+]
 
 
 @pytest.mark.parametrize("regime", REGIMES)

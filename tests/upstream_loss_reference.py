@@ -73,6 +73,8 @@ def dense_losses(
     loss_grad = 0.0
     if with_gradient:
         loss_grad = gradient_term(
-            pred.reshape(frames, *pred.shape[2:]), gt.reshape(frames, *gt.shape[2:]), mask.reshape(frames, *mask.shape[2:])
+            pred.reshape(frames, *pred.shape[2:]),
+            gt.reshape(frames, *gt.shape[2:]),
+            mask.reshape(frames, *mask.shape[2:]),
         )
     return float(loss_conf), float(loss_reg), float(loss_grad)
