@@ -29,6 +29,7 @@ The published Ascend VGGT ${case} run: \`torchrun -m training.launch --config-na
 per card, Co3D category tv, 2 images per sequence, 15 sequences per card, bf16, frozen aggregator.
 Output, deleted and recreated on every run, in OUTPUT_ROOT/VGGT_8p_${case}/:
   train.log             torchrun's stdout and stderr
+  torchrun/             torchrun's per-rank error files (a failed run prints the first failure from them)
   VGGT_8p_${case}.log      the summary, key = value lines
   run/                  the trainer's run folder (log.txt, ckpts/, tensorboard/, .hydra/)
 Summary keys: Network, CaseName, DeviceType, DeviceName, RankSize, BatchSize, ImagesPerSample,
@@ -86,6 +87,16 @@ vggt_abspath() {
 # vggt_hydra_path KEY PATH: the Hydra override KEY='PATH' (quoted: paths may hold characters Hydra parses).
 vggt_hydra_path() {
     echo "$1='$2'"
+}
+
+# vggt_report_failure OUT STATUS SECONDS: the failing rank's error first (torchrun's per-rank error files in
+# OUT/torchrun), then the end of OUT/train.log (where the other ranks' messages follow it), then exit STATUS.
+vggt_report_failure() {
+    local out="$1" status="$2" seconds="$3"
+    "${PYTHON:-python}" "${VGGT_REPO_ROOT}/test/first_failure.py" "${out}/torchrun" >&2 || true
+    echo "--- last lines of ${out}/train.log ---" >&2
+    tail -n 20 "${out}/train.log" >&2
+    vggt_fail "${status}" "training failed (exit ${status}) after ${seconds} s; the whole output is in ${out}/train.log"
 }
 
 # vggt_launch perf|full ARGS...: parse the options, check the data, run torchrun, write the summary.
@@ -218,12 +229,10 @@ print(device.type, accelerator_count(device.type), device_name(device))
     local start status=0
     start="$(date +%s)"
     "${python}" -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node "${nproc}" \
-        -m training.launch --config-name "${config}" "${overrides[@]}" >"${out}/train.log" 2>&1 || status=$?
+        --log-dir "${out}/torchrun" -m training.launch --config-name "${config}" "${overrides[@]}" \
+        >"${out}/train.log" 2>&1 || status=$?
     local e2e=$(($(date +%s) - start))
-    if ((status != 0)); then
-        tail -n 20 "${out}/train.log" >&2
-        vggt_fail "${status}" "training failed (exit ${status}) after ${e2e} s; the whole output is in ${out}/train.log"
-    fi
+    ((status == 0)) || vggt_report_failure "${out}" "${status}" "${e2e}"
     local losses=()
     [[ "${case}" != full ]] || losses=(--losses)
     # ${a[@]+"${a[@]}"}: an empty array is fine under set -u on bash < 4.4 too

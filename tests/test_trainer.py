@@ -166,3 +166,14 @@ def test_track_head_trains_on_ground_truth_tracks_built_from_depth(scenes_dir, t
     logged = trainer.train_step(batch)
     assert torch.isfinite(logged["loss_track"]) and torch.isfinite(logged["loss_vis"])
     assert not torch.equal(trainer.model.track_head.tracker.vis_predictor[0].weight, before)
+
+
+def test_validation_follows_upstreams_schedule_and_runs_once_after_training(scenes_dir, tmp_path):
+    """Upstream validates after epoch e when e % val_epoch_freq == 0 and e < max_epochs - 1, then once at the end."""
+    trainer = make_trainer(
+        scenes_dir, tmp_path, "max_epochs=3", "val_epoch_freq=2", "limit_train_batches=1", "limit_val_batches=1"
+    )
+    assert [trainer.validates_after(e) for e in range(3)] == [True, False, False]
+    trainer.run()
+    val_lines = [line for line in (tmp_path / "log.txt").read_text().splitlines() if line.startswith("Val Epoch")]
+    assert [line.split("]")[0] for line in val_lines] == ["Val Epoch: [1", "Val Epoch: [3"]  # after epoch 0, at the end

@@ -14,8 +14,13 @@ import pytest
 import torch
 
 from tests.training_helpers import ROOT, launch, parse_log, small_overrides
+from training.data.co3d import Co3dDataset
+from training.data.sampler import DynamicBatchSampler
+from training.data.synthetic import generate_scenes
 
 pytestmark = pytest.mark.slow
+# test/common.sh's VGGT_SCENES, the scenes of `--data synthetic`
+LAUNCHER_SCENES = {"num_sequences": 8, "frames_per_sequence": 8, "image_size": (160, 120), "seed": 0}
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -107,3 +112,37 @@ def test_tiny_model_learns_camera_and_depth_on_synthetic_scenes(scenes_dir, tmp_
     first, last = rows[0], rows[-1]
     for name, factor in (("Loss/train_loss_camera", 0.5), ("Loss/train_loss_reg_depth", 0.6)):
         assert last[name] < factor * first[name], (name, first[name], last[name])
+
+
+def test_an_unreadable_frame_met_by_one_rank_ends_the_two_process_launcher_run_in_seconds_naming_it(tmp_path):
+    """Rank 1 fails in its data loader at step 0 while rank 0 waits in DDP's all-reduce: the job must not hang."""
+    scenes = generate_scenes(tmp_path / "scenes", **LAUNCHER_SCENES)  # the launcher's scene parameters, own folder
+    dataset = Co3dDataset(
+        scenes["co3d_dir"], scenes["annotation_dir"], categories=[scenes["category"]], min_num_images=2
+    )
+
+    def first_sequence(rank: int) -> int:  # the perf preset's sampler: seed 42, 2 frames, 1 sequence per rank
+        sampler = DynamicBatchSampler(len(dataset), (2, 2), (1.0, 1.0), batch_size=1, rank=rank, world_size=2)
+        return next(iter(sampler))[0].index
+
+    bad = first_sequence(1)
+    assert bad != first_sequence(0)
+    for frame in dataset.sequence_frames(bad):
+        frame.image_path.write_bytes(b"not an image")
+    start = time.monotonic()
+    result = subprocess.run(
+        [str(ROOT / "test" / "train_8p_vggt_perf.sh"), "--device", "cpu", "--nproc", "2", "--data", "synthetic",
+         "--batch-size", "1", "--max-steps", "5", "--scenes-dir", str(tmp_path / "scenes"),
+         "--output-root", str(tmp_path / "out")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHON": sys.executable},
+    )  # fmt: skip
+    elapsed = time.monotonic() - start
+    assert result.returncode != 0
+    assert elapsed < 120, f"the failed job took {elapsed:.0f} s to end"  # it hung for the 30 min collective timeout
+    first_line = result.stderr.splitlines()[0]
+    assert first_line.startswith("first failure (node 0, local rank 1): DatasetError: image "), result.stderr
+    assert str(scenes["co3d_dir"] / scenes["category"]) in first_line and "cannot be read" in first_line
+    # rank 0 was ended by the failure posted by rank 1, not by a timeout
+    assert (
+        "rank 0 (node 0, local rank 0" in result.stderr + (tmp_path / "out" / "VGGT_8p_perf" / "train.log").read_text()
+    )

@@ -74,7 +74,7 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.dist = distributed.setup(cfg.device, cfg.distributed.timeout_minutes)
+        self.dist = distributed.setup(cfg.device, cfg.distributed.timeout_minutes, cfg.distributed.peer_timeout_seconds)
         self.device = self.dist.device
         runtime.configure_process(self.device, deterministic=cfg.deterministic, allow_tf32=cfg.allow_tf32)
         runtime.seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
@@ -348,13 +348,22 @@ class Trainer:
         batch_time.add(time.perf_counter() - start, count=max(meters.epoch_steps, 1))
         self.log("Val", meters, batch_time, data_time, meters.epoch_steps, num_steps)
 
+    def validates_after(self, epoch: int) -> bool:
+        """Upstream's schedule: after epoch e (0-based) when e % val_epoch_freq == 0 and e < max_epochs - 1."""
+        return self.val_set is not None and epoch % self.cfg.val_epoch_freq == 0 and epoch < self.cfg.max_epochs - 1
+
     def run(self) -> None:
-        cfg = self.cfg
+        """Train to max_epochs, validating on upstream's schedule and once at the end.
+
+        No collective in a `finally`: a rank that fails leaves at once (the launcher posts its error).
+        """
         try:
-            while self.epoch < cfg.max_epochs:
+            while self.epoch < self.cfg.max_epochs:
+                finished = self.epoch
                 self.train_epoch()
-                if self.val_set is not None and (self.epoch % cfg.val_epoch_freq == 0 or self.epoch == cfg.max_epochs):
+                if self.validates_after(finished):
                     self.validate()
+            if self.val_set is not None:
+                self.validate()
         finally:
             self.tensorboard.close()
-            distributed.barrier()
