@@ -56,7 +56,7 @@ CONFIG_NAMES = ("synthetic", "perf", "full", "default")
 SCENES_DIR = "runs/bench_train_scenes"
 # a benchmark starts fresh (before the user's overrides) and never validates (after them, so that
 # data.val.* overrides copied from a training command still compose)
-FIRST_OVERRIDES = ("checkpoint.resume=null",)
+FIRST_OVERRIDES = ("checkpoint.resume=null", "model.random_frozen_weights=true")  # throughput needs no weights
 LAST_OVERRIDES = ("data.val=null",)
 # generated scenes in place of Co3D: 24 frames per sequence cover every preset's img_nums and min_num_images
 SYNTHETIC_DATA_OVERRIDES = (

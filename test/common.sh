@@ -48,6 +48,7 @@ from the repository root):
   --co3d-dir DIR      the Co3D v2 tree, DIR/tv/<sequence>/images/... (default data/co3d)
   --anno-dir DIR      the annotations, DIR/tv_train.jgz (default data/co3d_annotations)
   --weights PATH      initial weights (model.init_weights), e.g. the official model.pt as the published runs
+  --random-weights    no --weights: the frozen aggregator stays random (throughput-only runs; losses meaningless)
   --scenes-dir DIR    --data synthetic: where generated scenes are cached (default runs/launcher_scenes)
   --output-root DIR   the parent of the case folder (default test/output)
   -h, --help          this text
@@ -104,7 +105,7 @@ vggt_launch() {
     local case="$1"
     shift
     local config="${case}" name="VGGT_8p_${case}"
-    local max_epochs="" max_steps="" nproc="" device=auto batch_size=15 data=co3d weights=""
+    local max_epochs="" max_steps="" nproc="" device=auto batch_size=15 data=co3d weights="" random_weights=""
     local co3d_dir="${VGGT_REPO_ROOT}/data/co3d" anno_dir="${VGGT_REPO_ROOT}/data/co3d_annotations"
     local scenes_dir="${VGGT_REPO_ROOT}/runs/launcher_scenes" output_root="${VGGT_REPO_ROOT}/test/output" flag value
     while (($#)); do
@@ -115,6 +116,8 @@ vggt_launch() {
         elif [[ "${flag}" == -h || "${flag}" == --help ]]; then
             vggt_usage "${case}"
             exit 0
+        elif [[ "${flag}" == --random-weights ]]; then
+            value=1
         elif [[ "${flag}" == --* && $# -ge 2 ]]; then
             value="$2"
             shift
@@ -132,6 +135,7 @@ vggt_launch() {
             --co3d-dir) co3d_dir="${value}" ;;
             --anno-dir) anno_dir="${value}" ;;
             --weights) weights="${value}" ;;
+            --random-weights) random_weights=1 ;;
             --scenes-dir) scenes_dir="${value}" ;;
             --output-root) output_root="${value}" ;;
             *)
@@ -159,6 +163,7 @@ vggt_launch() {
     vggt_check_path --scenes-dir "${scenes_dir}"
     vggt_check_path --weights "${weights}"
     [[ -z "${weights}" || -f "${weights}" ]] || vggt_fail 2 "--weights ${weights}: no such file"
+    [[ -z "${weights}" || -z "${random_weights}" ]] || vggt_fail 2 "--weights and --random-weights exclude each other"
     [[ -z "${weights}" || "${data}" == co3d ]] ||
         vggt_fail 2 "--weights loads VGGT-1B weights, but --data synthetic trains the tiny model from scratch"
 
@@ -178,6 +183,7 @@ vggt_launch() {
             "$(vggt_hydra_path data.train.annotation_dir "${anno_dir}")"
         )
         [[ -z "${weights}" ]] || overrides+=("$(vggt_hydra_path model.init_weights "${weights}")")
+        [[ -z "${random_weights}" ]] || overrides+=(model.random_frozen_weights=true)
     else
         overrides+=(
             data.train.kind=synthetic

@@ -180,6 +180,8 @@ def test_weights_must_exist_and_fit_the_data(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"")
     result = run_tool(PERF.name, "--weights", tmp_path / "model.pt", "--data", "synthetic")
     assert result.returncode == 2 and "--data synthetic trains the tiny model from scratch" in result.stderr
+    result = run_tool(PERF.name, "--weights", tmp_path / "model.pt", "--random-weights")
+    assert result.returncode == 2 and "--weights and --random-weights exclude each other" in result.stderr
 
 
 def test_a_missing_co3d_dir_is_named_with_where_to_get_the_data(tmp_path):

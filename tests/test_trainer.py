@@ -156,6 +156,7 @@ def test_track_head_trains_on_ground_truth_tracks_built_from_depth(scenes_dir, t
         "data.img_size=140",  # the tracker's correlation pyramid needs >= 128 px
         "model.enable_track=true",
         "data.train.track_num=8",
+        "data.val.track_num=8",
         "data.train.aspects=[1.0,1.0]",
         "+loss.track={weight:0.1}",
     )
@@ -177,3 +178,38 @@ def test_validation_follows_upstreams_schedule_and_runs_once_after_training(scen
     trainer.run()
     val_lines = [line for line in (tmp_path / "log.txt").read_text().splitlines() if line.startswith("Val Epoch")]
     assert [line.split("]")[0] for line in val_lines] == ["Val Epoch: [1", "Val Epoch: [3"]  # after epoch 0, at the end
+
+
+FROZEN_AGGREGATOR = ["optim.frozen=[aggregator]", "model.random_frozen_weights=false", "checkpoint.resume=null"]
+
+
+def test_a_frozen_module_without_weights_is_an_error_naming_it_unless_random_weights_are_asked_for(
+    scenes_dir, tmp_path
+):
+    with pytest.raises(ValueError, match=r"frozen modules \['aggregator'\] received no weights"):
+        make_trainer(scenes_dir, tmp_path / "a", *FROZEN_AGGREGATOR)
+    source = VGGT(config=VGGTConfig.tiny(), enable_track=False)
+    partial = {k: v for k, v in source.state_dict().items() if not k.startswith("aggregator.frame_blocks.0.")}
+    torch.save(partial, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match=r"\['aggregator'\] received no weights"):
+        make_trainer(scenes_dir, tmp_path / "b", *FROZEN_AGGREGATOR, f"model.init_weights={tmp_path / 'partial.pt'}")
+    torch.save(source.state_dict(), tmp_path / "full.pt")
+    trainer = make_trainer(scenes_dir, tmp_path / "c", *FROZEN_AGGREGATOR, f"model.init_weights={tmp_path / 'full.pt'}")
+    assert trainer.frozen == ["aggregator"]
+    make_trainer(scenes_dir, tmp_path / "d", *FROZEN_AGGREGATOR, "model.random_frozen_weights=true")
+    assert "keep random weights" in (tmp_path / "d" / "log.txt").read_text()
+
+
+def test_initial_weights_that_fit_no_tensor_are_an_error(scenes_dir, tmp_path):
+    torch.save({"encoder.weight": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="loaded no tensor into the model"):
+        make_trainer(scenes_dir, tmp_path / "run", f"model.init_weights={tmp_path / 'other.pt'}")
+
+
+def test_the_track_loss_without_track_data_is_rejected_at_start(scenes_dir, tmp_path):
+    with pytest.raises(ValueError, match="loss.track is set but data.train.track_num is 0"):
+        make_trainer(scenes_dir, tmp_path, "model.enable_track=true", "+loss.track={weight:0.1}")
+    with pytest.raises(ValueError, match="data.val.track_num is 0"):
+        make_trainer(
+            scenes_dir, tmp_path, "model.enable_track=true", "+loss.track={weight:0.1}", "data.train.track_num=8"
+        )

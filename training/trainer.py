@@ -70,6 +70,26 @@ def check_heads_have_losses(model: VGGT, loss_cfg: DictConfig) -> None:
             )
 
 
+def check_track_data(cfg: DictConfig) -> None:
+    """The track loss needs ground-truth tracks in every split it runs on: data.<split>.track_num > 0."""
+    if cfg.loss.get("track") is None:
+        return
+    for split in ("train", "val"):
+        split_cfg = cfg.data.get(split)
+        if split_cfg is not None and int(split_cfg.get("track_num", 0)) <= 0:
+            raise ValueError(
+                f"loss.track is set but data.{split}.track_num is {split_cfg.get('track_num', 0)}: the {split} "
+                f"batches would have no ground-truth tracks; set data.{split}.track_num (e.g. 1024) "
+                "or loss.track=null"
+            )
+
+
+def frozen_without_weights(model: VGGT, frozen: list[str], loaded: set[str]) -> list[str]:
+    """The frozen modules some of whose tensors (parameters or buffers) were not loaded from weights."""
+    state_keys = list(model.state_dict())
+    return [name for name in frozen if any(k.startswith(name + ".") and k not in loaded for k in state_keys)]
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg = cfg
@@ -84,9 +104,9 @@ class Trainer:
             f"world size {self.dist.world_size}"
         )
 
+        check_track_data(cfg)
         self.model = build_model(cfg.model)
-        if cfg.model.init_weights:
-            self.load_initial_weights(cfg.model.init_weights)
+        loaded = self.load_initial_weights(cfg.model.init_weights) if cfg.model.init_weights else set()
         self.frozen = freeze(self.model, list(cfg.optim.frozen))
         if self.frozen:
             LOGGER.info(f"frozen modules: {self.frozen}")
@@ -120,7 +140,9 @@ class Trainer:
         if self.dist.is_main:
             distributed.barrier()
         self.epoch, self.step, self.global_step = 0, 0, 0
-        self.resume()
+        if self.resume():
+            loaded = set(self.model.state_dict())
+        self.check_frozen_weights(loaded)
 
         self.ddp = None
         if self.dist.world_size > 1:
@@ -134,12 +156,34 @@ class Trainer:
         self.tensorboard = TensorBoard(self.run_dir / "tensorboard" if self.dist.is_main else None)
 
     # weights and checkpoints --------------------------------------------------------------------
-    def load_initial_weights(self, source: str) -> None:
-        """Start from a model state dict (upstream model.pt, safetensors, or a training checkpoint)."""
+    def load_initial_weights(self, source: str) -> set[str]:
+        """Start from a model state dict (upstream model.pt, safetensors, or a training checkpoint).
+
+        Returns the model keys that were loaded; a file that fits no tensor of the model is an error.
+        """
         state = read_state_dict(Path(source))
         report = load_weights(self.model, state, strict=False, source=source)
+        if report.loaded_keys == 0:
+            raise ValueError(f"model.init_weights {source} loaded no tensor into the model\n{report.describe()}")
         LOGGER.info(
             report.describe() if not report.ok else f"initial weights {source}: all {report.loaded_keys} tensors loaded"
+        )
+        mismatched = {m["key"] for m in report.shape_mismatch}
+        return {k for k in self.model.state_dict() if k in state and k not in mismatched}
+
+    def check_frozen_weights(self, loaded: set[str]) -> None:
+        """Frozen modules never train: random weights there are an error unless model.random_frozen_weights says so."""
+        random = frozen_without_weights(self.model, self.frozen, loaded)
+        if not random:
+            return
+        if self.cfg.model.random_frozen_weights:
+            LOGGER.warning(f"frozen modules {random} keep random weights (model.random_frozen_weights=true)")
+            return
+        raise ValueError(
+            f"frozen modules {random} received no weights (model.init_weights={self.cfg.model.init_weights}): "
+            "they would stay random while the rest trains on top of them. Pass the weights with "
+            "model.init_weights=model.pt (launchers: --weights), unfreeze them (optim.frozen), or set "
+            "model.random_frozen_weights=true for a throughput-only run (launchers: --random-weights)"
         )
 
     def checkpoint_path(self, name: str = checkpoint.LATEST) -> Path:
@@ -163,14 +207,14 @@ class Trainer:
         for name in names:
             checkpoint.save_atomic(state, self.checkpoint_path(name))
 
-    def resume(self) -> None:
-        """Continue from checkpoint.resume ("auto": this run's latest checkpoint, if any)."""
+    def resume(self) -> bool:
+        """Continue from checkpoint.resume ("auto": this run's latest checkpoint, if any); True if it did."""
         target = self.cfg.checkpoint.resume
         if not target:
-            return
+            return False
         path = self.checkpoint_path() if target == "auto" else Path(target)
         if target == "auto" and not path.is_file():
-            return
+            return False
         state = checkpoint.load(path)
         try:
             load_weights(self.model, state["model"], strict=True, source=str(path))
@@ -181,6 +225,7 @@ class Trainer:
         self.epoch, self.step, self.global_step = state["epoch"], state["step"], state["global_step"]
         checkpoint.set_rng_state(state["rng"])
         LOGGER.info(f"resumed from {path} at epoch {self.epoch}, step {self.step}")
+        return True
 
     # training -------------------------------------------------------------------------------------
     def progress(self) -> float:
