@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,14 @@ def test_read_depth_without_a_mask_file_keeps_every_finite_depth(co3d) -> None:
     frame = data.sequence_frames(0)[0]
     frame.mask_path.unlink()
     np.testing.assert_array_equal(data.read_depth(frame), pixel_id_depth())
+
+
+def test_sequences_without_a_depth_masks_folder_are_named_in_one_build_warning(co3d) -> None:
+    shutil.rmtree(co3d[0] / "apple" / "seqB" / "depth_masks")
+    (co3d[0] / "apple" / "seqA" / "depth_masks" / "frame000001.png").unlink()  # checked per folder, not per frame
+    warnings = dataset(co3d).build_warnings()
+    assert len(warnings) == 1
+    assert "1 sequence(s) have no depth_masks/ folder" in warnings[0] and warnings[0].endswith(": apple/seqB")
 
 
 # samples ----------------------------------------------------------------------------------------------

@@ -139,6 +139,9 @@ class Trainer:
         self.val_set = build_dataset(cfg.data.val, cfg.data) if cfg.data.get("val") else None
         if self.dist.is_main:
             distributed.barrier()
+            for dataset in (self.train_set, self.val_set):
+                for warning in dataset.build_warnings() if dataset is not None else ():
+                    LOGGER.warning(warning)
         self.epoch, self.step, self.global_step = 0, 0, 0
         if self.resume():
             loaded = set(self.model.state_dict())

@@ -96,6 +96,10 @@ class MultiViewDataset(Dataset):
         """Depth [H, W] float32 in scene units; 0 where invalid."""
         raise NotImplementedError
 
+    def build_warnings(self) -> list[str]:
+        """What the user should know about the data found at build time (logged once, by rank 0)."""
+        return []
+
     # sampling -------------------------------------------------------------------------------
     def choose_frames(self, num_available: int, num_frames: int, rng: np.random.Generator) -> np.ndarray:
         """Distinct frames when the sequence has enough, otherwise with repeats."""
