@@ -341,3 +341,12 @@ def test_missing_depth_or_image_file_is_named_when_sampled(co3d, kind: str) -> N
     missing.unlink()
     with pytest.raises(DatasetError, match=re.escape(str(missing))):
         dataset(co3d)[SampleRequest(0, 4, 1.0, seed=0)]  # 4 distinct frames of 4: frame 1 is read
+
+
+def test_frames_are_drawn_with_replacement_as_upstream_unless_allow_duplicate_img_is_off(co3d) -> None:
+    def ids(data: Co3dDataset) -> list[list[int]]:
+        return [data[SampleRequest(0, 3, 1.0, seed)]["ids"].tolist() for seed in range(20)]
+
+    with_replacement = ids(dataset(co3d))
+    assert any(len(set(sample)) < 3 for sample in with_replacement)  # P(no repeat) = 24/64 per sample
+    assert all(len(set(sample)) == 3 for sample in ids(dataset(co3d, allow_duplicate_img=False)))

@@ -129,7 +129,10 @@ class Trainer:
             eps=cfg.optim.eps,
             zero_grad_set_to_none=False,
         )
-        self.clipper = GradientClipper(self.model, OmegaConf.to_container(cfg.optim.clip, resolve=True))
+        self.clipper = GradientClipper(
+            self.model, OmegaConf.to_container(cfg.optim.clip, resolve=True), cfg.optim.clip_rule
+        )
+        LOGGER.info(f"gradient clipping: rule {cfg.optim.clip_rule}, groups {[g[0] for g in self.clipper.groups]}")
         self.amp_dtype = runtime.parse_dtype(cfg.optim.amp_dtype, self.device)
         self.scaler = runtime.grad_scaler(self.device, self.amp_dtype)
 
@@ -193,6 +196,8 @@ class Trainer:
         return self.run_dir / CKPT_DIR / name
 
     def save(self, names: tuple[str, ...] = (checkpoint.LATEST,)) -> None:
+        """Rank 0 writes the checkpoint. The sampler and the LR schedule are pure functions of (config, epoch,
+        step), so they have no entry: a resumed run recomputes both from the epoch and step saved here."""
         if not self.dist.is_main:
             return
         state = {
@@ -202,8 +207,6 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "global_step": self.global_step,
-            "sampler": {"epoch": self.epoch, "start_step": self.step},
-            "scheduler": {"kind": "linear warm-up + cosine", "progress": self.progress()},
             "rng": checkpoint.rng_state(),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }

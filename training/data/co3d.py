@@ -196,9 +196,16 @@ class Co3dDataset(MultiViewDataset):
         patch_size: int = 14,
         augment: AugmentConfig | None = None,
         track_num: int = 0,
+        allow_duplicate_img: bool = True,
         depth_percentile_clip: float | None = 98.0,
     ):
-        super().__init__(img_size=img_size, patch_size=patch_size, augment=augment, track_num=track_num)
+        super().__init__(
+            img_size=img_size,
+            patch_size=patch_size,
+            augment=augment,
+            track_num=track_num,
+            allow_duplicate_img=allow_duplicate_img,
+        )
         self.co3d_dir = Path(co3d_dir)
         self.annotation_dir = Path(annotation_dir)
         self.split = split
