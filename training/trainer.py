@@ -1,9 +1,9 @@
 """The training loop: forward, loss, backward, clip, step, log, checkpoint; one process or DDP.
 
 Device, precision, kernels and the distributed backend come from `vggt.runtime`; nothing here
-names a backend. Per step there is no host synchronisation except where the optimizer needs one to
-skip a non-finite step (see `step_unless_nonfinite`); losses are summed on the device and read every
-`log_freq` steps.
+names a backend. Per step there is no host synchronisation except one flag read where the optimizer
+cannot skip a non-finite step on the device (CPU AdamW, NpuFusedAdamW; see `step_unless_nonfinite`, timed
+by benchmarks/bench_train.py); losses are summed on the device and read every `log_freq` steps.
 """
 
 from __future__ import annotations
