@@ -146,3 +146,50 @@ def test_an_unreadable_frame_met_by_one_rank_ends_the_two_process_launcher_run_i
     assert (
         "rank 0 (node 0, local rank 0" in result.stderr + (tmp_path / "out" / "VGGT_8p_perf" / "train.log").read_text()
     )
+
+
+def test_two_nodes_of_one_process_train_as_one_node_of_two_and_write_one_checkpoint_and_one_summary(tmp_path):
+    """Two torchrun agents on this machine (static rendezvous at 127.0.0.1), each through the perf launcher with
+    its own --output-root, against one agent with two processes: same global batch, same losses and weights."""
+    generate_scenes(tmp_path / "scenes", **LAUNCHER_SCENES)
+    launcher = str(ROOT / "test" / "train_8p_vggt_perf.sh")
+    common = [launcher, "--device", "cpu", "--data", "synthetic", "--batch-size", "1", "--max-steps", "3",
+              "--scenes-dir", str(tmp_path / "scenes")]  # fmt: skip
+    env = {**os.environ, "PYTHON": sys.executable}
+    one = subprocess.run(
+        [*common, "--nproc", "2", "--output-root", str(tmp_path / "one")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    check_ok(one)
+    port = str(free_port())
+    nodes = [
+        subprocess.Popen(
+            [*common, "--nproc", "1", "--nnodes", "2", "--node-rank", str(rank), "--master-addr", "127.0.0.1",
+             "--master-port", port, "--output-root", str(tmp_path / f"node{rank}")],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    for node, (out, err) in zip(nodes, outputs):
+        assert node.returncode == 0, out[-3000:] + err[-3000:]
+    assert "the summary is written on node 0" in outputs[1][0]
+
+    case = "VGGT_8p_perf"
+    single_run, node0_run = tmp_path / "one" / case / "run", tmp_path / "node0" / case / "run"
+    single_rows, node_rows = parse_log(single_run / "log.txt"), parse_log(node0_run / "log.txt")
+    assert len(single_rows) == len(node_rows) == 3
+    for single_row, node_row in zip(single_rows, node_rows):
+        for name in (k for k in single_row if k.startswith("Loss/")):
+            assert node_row[name] == pytest.approx(single_row[name], rel=1e-5, abs=1e-6), name
+    single, multi = final_weights(single_run), final_weights(node0_run)
+    assert single.keys() == multi.keys()
+    for key in single:
+        torch.testing.assert_close(multi[key], single[key], rtol=1e-5, atol=1e-7, msg=key)
+
+    nodes_dirs = [tmp_path / "node0", tmp_path / "node1"]
+    assert [p for d in nodes_dirs for p in d.rglob("checkpoint*.pt")] == [node0_run / "ckpts" / "checkpoint.pt"]
+    assert [p for d in nodes_dirs for p in d.rglob(f"{case}.log")] == [tmp_path / "node0" / case / f"{case}.log"]
+    summary = (tmp_path / "node0" / case / f"{case}.log").read_text()
+    assert "RankSize = 2" in summary
+    assert (tmp_path / "node1" / f"{case}_node1" / "train.log").is_file()  # every node keeps its own log

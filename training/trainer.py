@@ -33,6 +33,7 @@ from training.utils.logging import (
     setup_logging,
 )
 from training.utils.optim import GradientClipper, freeze, keep_frozen_in_eval, lr_at, step_unless_nonfinite
+from training.utils.peer_watch import rank_label
 from vggt import runtime
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
@@ -148,6 +149,7 @@ class Trainer:
         self.epoch, self.step, self.global_step = 0, 0, 0
         if self.resume():
             loaded = set(self.model.state_dict())
+        self.check_same_start_on_every_rank()
         self.check_frozen_weights(loaded)
 
         self.ddp = None
@@ -232,6 +234,19 @@ class Trainer:
         checkpoint.set_rng_state(state["rng"])
         LOGGER.info(f"resumed from {path} at epoch {self.epoch}, step {self.step}")
         return True
+
+    def check_same_start_on_every_rank(self) -> None:
+        """Every rank (of every node) must start from rank 0's epoch and step; a node that cannot read the
+        checkpoint rank 0 resumed from would otherwise train out of step."""
+        position = [self.epoch, self.step, self.global_step]
+        main = distributed.broadcast_from_main(position, self.device)
+        if main != position:
+            raise ValueError(
+                f"{rank_label(self.dist.rank)} starts at epoch {self.epoch}, step {self.step} but rank 0 at epoch "
+                f"{main[0]}, step {main[1]}: the nodes do not see the same checkpoint ({self.checkpoint_path()} "
+                "here). Put the run directory (hydra.run.dir) on a filesystem every node shares, or pass "
+                "checkpoint.resume=PATH to a copy every node can read"
+            )
 
     # training -------------------------------------------------------------------------------------
     def progress(self) -> float:
