@@ -114,38 +114,92 @@ def test_tiny_model_learns_camera_and_depth_on_synthetic_scenes(scenes_dir, tmp_
         assert last[name] < factor * first[name], (name, first[name], last[name])
 
 
-def test_an_unreadable_frame_met_by_one_rank_ends_the_two_process_launcher_run_in_seconds_naming_it(tmp_path):
-    """Rank 1 fails in its data loader at step 0 while rank 0 waits in DDP's all-reduce: the job must not hang."""
-    scenes = generate_scenes(tmp_path / "scenes", **LAUNCHER_SCENES)  # the launcher's scene parameters, own folder
+def scenes_with_an_unreadable_sequence_for_rank_1(scenes_dir: Path) -> Path:
+    """The launcher's synthetic scenes in `scenes_dir` with every image of rank 1's first sequence unreadable
+    (the perf preset's sampler: seed 42, 2 frames, 1 sequence per rank, 2 ranks); returns the category folder."""
+    scenes = generate_scenes(scenes_dir, **LAUNCHER_SCENES)
     dataset = Co3dDataset(
         scenes["co3d_dir"], scenes["annotation_dir"], categories=[scenes["category"]], min_num_images=2
     )
 
-    def first_sequence(rank: int) -> int:  # the perf preset's sampler: seed 42, 2 frames, 1 sequence per rank
+    def first_sequence(rank: int) -> int:
         sampler = DynamicBatchSampler(len(dataset), (2, 2), (1.0, 1.0), batch_size=1, rank=rank, world_size=2)
         return next(iter(sampler))[0].index
 
     bad = first_sequence(1)
-    assert bad != first_sequence(0)
+    assert bad != first_sequence(0)  # met by rank 1 only
     for frame in dataset.sequence_frames(bad):
         frame.image_path.write_bytes(b"not an image")
+    return scenes["co3d_dir"] / scenes["category"]
+
+
+def launcher_command(scenes_dir: Path, *args: str) -> list[str]:
+    """The perf launcher on 2 CPU ranks in all, synthetic data, 1 sequence per rank, 5 steps."""
+    return [str(ROOT / "test" / "train_8p_vggt_perf.sh"), "--device", "cpu", "--data", "synthetic",
+            "--batch-size", "1", "--max-steps", "5", "--scenes-dir", str(scenes_dir), *args]  # fmt: skip
+
+
+LAUNCHER_ENV = {**os.environ, "PYTHON": sys.executable}
+
+
+def test_an_unreadable_frame_met_by_one_rank_ends_the_two_process_launcher_run_in_seconds_naming_it(tmp_path):
+    """Rank 1 fails in its data loader at step 0 while rank 0 waits in DDP's all-reduce: the job must not hang."""
+    category_dir = scenes_with_an_unreadable_sequence_for_rank_1(tmp_path / "scenes")
     start = time.monotonic()
     result = subprocess.run(
-        [str(ROOT / "test" / "train_8p_vggt_perf.sh"), "--device", "cpu", "--nproc", "2", "--data", "synthetic",
-         "--batch-size", "1", "--max-steps", "5", "--scenes-dir", str(tmp_path / "scenes"),
-         "--output-root", str(tmp_path / "out")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHON": sys.executable},
+        launcher_command(tmp_path / "scenes", "--nproc", "2", "--output-root", str(tmp_path / "out")),
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=LAUNCHER_ENV,
     )  # fmt: skip
     elapsed = time.monotonic() - start
     assert result.returncode != 0
     assert elapsed < 120, f"the failed job took {elapsed:.0f} s to end"  # it hung for the 30 min collective timeout
     first_line = result.stderr.splitlines()[0]
     assert first_line.startswith("first failure (node 0, local rank 1): DatasetError: image "), result.stderr
-    assert str(scenes["co3d_dir"] / scenes["category"]) in first_line and "cannot be read" in first_line
+    assert str(category_dir) in first_line and "cannot be read" in first_line
     # rank 0 was ended by the failure posted by rank 1, not by a timeout
-    assert (
-        "rank 0 (node 0, local rank 0" in result.stderr + (tmp_path / "out" / "VGGT_8p_perf" / "train.log").read_text()
-    )
+    log = (tmp_path / "out" / "VGGT_8p_perf" / "train.log").read_text()
+    assert "rank 0 (node 0, local rank 0" in result.stderr + log
+
+
+def test_a_failure_on_one_node_ends_every_node_in_seconds_naming_the_node_and_rank(tmp_path):
+    category_dir = scenes_with_an_unreadable_sequence_for_rank_1(tmp_path / "scenes")
+    port = str(free_port())
+    start = time.monotonic()
+    nodes = [
+        subprocess.Popen(
+            launcher_command(
+                tmp_path / "scenes",
+                "--nproc",
+                "1",
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(rank),
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                port,
+                "--output-root",
+                str(tmp_path / f"node{rank}"),
+            ),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=LAUNCHER_ENV,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    errors = [node.communicate(timeout=300)[1] for node in nodes]
+    elapsed = time.monotonic() - start
+    assert all(node.returncode != 0 for node in nodes)
+    assert elapsed < 120, f"the failed job took {elapsed:.0f} s to end"
+    # node 1 shows its own rank's error; node 0 shows that rank 1 on node 1 failed, and why
+    assert errors[1].startswith("first failure (node 1, local rank 0): DatasetError: image "), errors[1]
+    assert str(category_dir) in errors[1].splitlines()[0]
+    node0_first = errors[0].splitlines()[0]
+    assert node0_first.startswith("first failure (node 0, local rank 0): RuntimeError: rank 0 (node 0"), errors[0]
+    assert "stops because rank 1 (node 1, local rank 0" in node0_first and "DatasetError" in node0_first
 
 
 def test_two_nodes_of_one_process_train_as_one_node_of_two_and_write_one_checkpoint_and_one_summary(tmp_path):
@@ -164,9 +218,26 @@ def test_two_nodes_of_one_process_train_as_one_node_of_two_and_write_one_checkpo
     port = str(free_port())
     nodes = [
         subprocess.Popen(
-            [*common, "--nproc", "1", "--nnodes", "2", "--node-rank", str(rank), "--master-addr", "127.0.0.1",
-             "--master-port", port, "--output-root", str(tmp_path / f"node{rank}")],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            [
+                *common,
+                "--nproc",
+                "1",
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(rank),
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                port,
+                "--output-root",
+                str(tmp_path / f"node{rank}"),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )  # fmt: skip
         for rank in (0, 1)
     ]
