@@ -264,3 +264,24 @@ def test_two_nodes_of_one_process_train_as_one_node_of_two_and_write_one_checkpo
     summary = (tmp_path / "node0" / case / f"{case}.log").read_text()
     assert "RankSize = 2" in summary
     assert (tmp_path / "node1" / f"{case}_node1" / "train.log").is_file()  # every node keeps its own log
+
+
+def test_ranks_that_would_resume_from_different_steps_stop_with_an_error_naming_the_shared_path(scenes_dir, tmp_path):
+    """Node-local run directories: rank 0 finds a checkpoint, rank 1 (its own run dir here) does not."""
+    args = small_overrides(scenes_dir) + ["limit_train_batches=1", "data.val=null", "data.train.batch_size=1"]
+    check_ok(launch(args + ["max_epochs=1", f"hydra.run.dir={tmp_path / 'run0'}"]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = time.monotonic()
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+            "-m", "training.launch", "--config-name", "synthetic", *args, "max_epochs=2",
+            f"hydra.run.dir={tmp_path}/run${{oc.env:LOCAL_RANK}}",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert time.monotonic() - start < 120
+    output = result.stdout + result.stderr
+    assert "starts at epoch 0, step 0 but rank 0 at epoch 1, step 0" in output, output[-3000:]
+    assert "filesystem every node shares" in output
