@@ -159,7 +159,19 @@ def test_unknown_option_prints_the_usage_and_exits_2(script):
 def test_help_explains_the_options_and_the_summary():
     result = run_tool(FULL.name, "--help")
     assert result.returncode == 0
-    for text in ("--nproc N", "--data D", "--co3d-dir DIR", "--weights PATH", "LossObjective", "last 100 Train lines"):
+    for text in (
+        "--nproc N",
+        "--data D",
+        "--co3d-dir DIR",
+        "--weights PATH",
+        "LossObjective",
+        "last 100 Train lines",
+        "--nnodes N",
+        "--node-rank R",
+        "--master-addr HOST",
+        "--master-port PORT",
+        "--random-weights",
+    ):
         assert text in result.stdout, text
 
 
@@ -169,6 +181,9 @@ def test_bad_option_values_name_the_option():
         (["--MAX-EPOCHS=x"], "--max-epochs wants an integer >= 1, got 'x'"),
         (["--device", "gpu"], "--device is auto, npu, cuda or cpu, got 'gpu'"),
         (["--data", "imagenet"], "--data is co3d or synthetic, got 'imagenet'"),
+        (["--nnodes", "0"], "--nnodes wants an integer >= 1, got '0'"),
+        (["--nnodes", "2", "--node-rank", "2"], "--node-rank is 0..1 for --nnodes 2, got '2'"),
+        (["--master-port", "70000"], "--master-port wants a TCP port 1..65535, got '70000'"),
     ]:
         result = run_tool(PERF.name, *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
