@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import get_error_handler
 
 POLL_SECONDS = 1.0
+HEARTBEAT_CHECK_POLLS = 10  # peers' heartbeats are read every 10 polls: O(world size) store reads per 10 s
 _PREFIX = "vggt/peer_watch/"
 _FAILED = "failed"
 _STORE_TIMEOUT = datetime.timedelta(seconds=30)
@@ -72,27 +73,38 @@ class PeerWatch:
 
     def _watch(self) -> None:
         last_seen = {peer: (-1, time.monotonic()) for peer in range(self.world_size) if peer != self.rank}
+        polls = 0
         while not self._stopping.wait(POLL_SECONDS):
+            polls += 1
+            silent: list[int] = []
             try:
                 with self._lock:
                     self.store.add(f"beat/{self.rank}", 1)
                     failure = self.store.get(_FAILED).decode() if self.store.check([_FAILED]) else None
-                    beats = {peer: self.store.add(f"beat/{peer}", 0) for peer in last_seen}
-                    done = {peer for peer in last_seen if self.store.check([f"done/{peer}"])}
+                    if failure is None and polls % HEARTBEAT_CHECK_POLLS == 0:
+                        silent = self._silent_peers(last_seen)
             except Exception as err:
                 if not self._stopping.is_set():
                     self._abort(f"the rendezvous store {self.address} is unreachable ({err}); node 0 has ended")
                 return
             if failure is not None:
                 self._abort(failure)
-            now = time.monotonic()
-            for peer, count in beats.items():
-                if count != last_seen[peer][0]:
-                    last_seen[peer] = (count, now)
-                elif peer not in done and now - last_seen[peer][1] > self.peer_timeout_s:
-                    self._abort(
-                        f"rank {peer} sent no heartbeat for {self.peer_timeout_s:.0f} s (killed, or its node is gone)"
-                    )
+            if polls % HEARTBEAT_CHECK_POLLS == 0 and silent:
+                self._abort(
+                    f"rank {silent[0]} sent no heartbeat for {self.peer_timeout_s:.0f} s (killed, or its node is gone)"
+                )
+
+    def _silent_peers(self, last_seen: dict[int, tuple[int, float]]) -> list[int]:
+        """Peers whose heartbeat has not moved for peer_timeout_s and that did not end normally (store held)."""
+        now = time.monotonic()
+        silent = []
+        for peer in last_seen:
+            count = self.store.add(f"beat/{peer}", 0)
+            if count != last_seen[peer][0]:
+                last_seen[peer] = (count, now)
+            elif now - last_seen[peer][1] > self.peer_timeout_s and not self.store.check([f"done/{peer}"]):
+                silent.append(peer)
+        return silent
 
     def _abort(self, reason: str) -> None:
         message = f"{self.label} stops because {reason}"
