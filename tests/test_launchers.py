@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -401,3 +402,24 @@ def test_compare_runs_without_matplotlib_writes_the_report_and_says_so(compare_r
     assert "No plot: matplotlib is not installed" in (tmp_path / "r" / "report.md").read_text()
     assert not (tmp_path / "r" / "loss_curves.png").exists()
     assert "No plot" in capsys.readouterr().out
+
+
+# the first failure of a job ------------------------------------------------------------------------------
+def write_error_file(log_dir: Path, local_rank: int, message: str, timestamp: int) -> None:
+    """An error file as torchrun's `record` writes it, in torchrun's per-rank layout."""
+    path = log_dir / "run_abc" / "attempt_0" / str(local_rank) / "error.json"
+    path.parent.mkdir(parents=True)
+    body = {"message": message, "extraInfo": {"py_callstack": f"Traceback\n  line\n{message}", "timestamp": timestamp}}
+    path.write_text(json.dumps({"message": body}))
+
+
+def test_first_failure_prefers_a_ranks_own_error_over_peers_stopped_by_it_then_the_earliest(tmp_path):
+    write_error_file(tmp_path, 0, "RuntimeError: rank 0 (node 1) stops because rank 3 failed: OSError", 100)
+    write_error_file(tmp_path, 1, "DatasetError: image a.jpg cannot be read", 105)
+    write_error_file(tmp_path, 2, "ValueError: later", 107)
+    result = run_tool("first_failure.py", tmp_path, "--node-rank", "1")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "first failure (node 1, local rank 1): DatasetError: image a.jpg cannot be read"
+    assert lines[1] == "  traceback (end):" and lines[-1] == "    DatasetError: image a.jpg cannot be read"
+    assert run_tool("first_failure.py", tmp_path / "nothing").stdout == ""  # no error file: nothing to say
