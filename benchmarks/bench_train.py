@@ -23,11 +23,13 @@ import math
 import statistics
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 from common import (
@@ -50,13 +52,15 @@ import training
 from training.trainer import Trainer
 from training.utils import distributed
 from training.utils.logging import LOGGER
+from training.utils.optim import step_unless_nonfinite
+from vggt.runtime import synchronize
 
 CONFIG_DIR = Path(training.__file__).resolve().parent / "config"
 CONFIG_NAMES = ("synthetic", "perf", "full", "default")
 SCENES_DIR = "runs/bench_train_scenes"
 # a benchmark starts fresh (before the user's overrides) and never validates (after them, so that
 # data.val.* overrides copied from a training command still compose)
-FIRST_OVERRIDES = ("checkpoint.resume=null",)
+FIRST_OVERRIDES = ("checkpoint.resume=null", "model.random_frozen_weights=true")  # throughput needs no weights
 LAST_OVERRIDES = ("data.val=null",)
 # generated scenes in place of Co3D: 24 frames per sequence cover every preset's img_nums and min_num_images
 SYNTHETIC_DATA_OVERRIDES = (
@@ -112,6 +116,7 @@ class Row:
     achieved_tflops: float  # per device
     peak_tflops: float | None
     mfu: float | None
+    skip_flag_read_s: float | None = None  # per step: the host read of the non-finite flag (None: device-side skip)
     notes: list[str] = field(default_factory=list)
 
 
@@ -181,6 +186,37 @@ def count_flops(trainer: Trainer, batches: Sequence[dict[str, Any]]) -> tuple[li
     return [per_shape[tuple(batch["images"].shape)] for batch in batches], attention_counted
 
 
+# the non-finite skip's host read --------------------------------------------------------------------
+def skip_flag_read_cost(trainer: Trainer, batches: Sequence[dict[str, Any]]) -> float | None:
+    """Seconds per step that the host read of the non-finite-gradient flag costs, or None when nothing reads it
+    (an optimizer that skips on the device, or the GradScaler's own skip under float16 loss scaling).
+
+    The steps run back to back with one synchronisation at the end (so the device can run ahead of the host, as
+    in training), once as the trainer runs them and once with an unconditional optimizer step; each way twice,
+    interleaved, the faster of each kept. The difference per step is what the read costs.
+    """
+    if trainer.scaler.is_enabled() or getattr(trainer.optimizer, "_step_supports_amp_scaling", False):
+        return None
+
+    def run(stepper: Callable[[torch.optim.Optimizer, torch.Tensor], None]) -> float:
+        with mock.patch("training.trainer.step_unless_nonfinite", stepper):
+            synchronize(trainer.device)
+            start = time.perf_counter()
+            for batch in batches:
+                trainer.train_step(trainer.to_device(batch))
+            synchronize(trainer.device)
+            return time.perf_counter() - start
+
+    def unconditional(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> None:
+        optimizer.step()
+
+    timings = {"read": [], "no read": []}
+    for _ in range(2):
+        timings["read"].append(run(step_unless_nonfinite))
+        timings["no read"].append(run(unconditional))
+    return (min(timings["read"]) - min(timings["no read"])) / len(batches)
+
+
 # measuring --------------------------------------------------------------------------------------
 def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     """The trainer of `cfg`, its log lines sent to stderr so that stdout carries only the results."""
@@ -227,6 +263,9 @@ def measure(trainer: Trainer, args: argparse.Namespace) -> Row:
         shapes = len({b["images"].shape for b in timed})
         print(f"counting FLOPs with FlopCounterMode on {shapes} extra steps ...", file=sys.stderr)
     flops, attention_counted = count_flops(trainer, timed)
+    if is_main:
+        print("timing the non-finite skip's host read (4 x the timed steps, back to back) ...", file=sys.stderr)
+    skip_read = skip_flag_read_cost(trainer, timed)
 
     total_s = sum(seconds)
     sequences = [b["images"].shape[0] for b in timed]
@@ -268,6 +307,7 @@ def measure(trainer: Trainer, args: argparse.Namespace) -> Row:
         achieved_tflops=achieved,
         peak_tflops=args.peak_tflops,
         mfu=achieved / args.peak_tflops if args.peak_tflops else None,
+        skip_flag_read_s=skip_read,
         notes=notes,
     )
 
@@ -295,6 +335,10 @@ def format_table(row: Row) -> str:
         ("achieved TFLOP/s per device", f"{row.achieved_tflops:.4g}"),
         ("peak TFLOP/s (--peak-tflops)", "n/a" if row.peak_tflops is None else f"{row.peak_tflops:g}"),
         ("MFU", "n/a (give --peak-tflops)" if row.mfu is None else f"{row.mfu:.2%}"),
+        (
+            "non-finite skip: host flag read per step ms",
+            "none (device-side skip)" if row.skip_flag_read_s is None else f"{row.skip_flag_read_s * 1e3:.3f}",
+        ),
     ]
     return aligned_table(("metric", "value"), cells)
 

@@ -27,34 +27,48 @@ Usage: test/train_8p_vggt_${case}.sh [options]
 
 The published Ascend VGGT ${case} run: \`torchrun -m training.launch --config-name ${case}\`, one process
 per card, Co3D category tv, 2 images per sequence, 15 sequences per card, bf16, frozen aggregator.
-Output, deleted and recreated on every run, in OUTPUT_ROOT/VGGT_8p_${case}/:
-  train.log             torchrun's stdout and stderr
-  VGGT_8p_${case}.log      the summary, key = value lines
-  run/                  the trainer's run folder (log.txt, ckpts/, tensorboard/, .hydra/)
+Output, deleted and recreated on every run, in OUTPUT_ROOT/VGGT_8p_${case}/ (node 0) or
+OUTPUT_ROOT/VGGT_8p_${case}_node<R>/ (node R > 0 of a multi-node run: no node deletes another's output):
+  train.log             torchrun's stdout and stderr on this node
+  torchrun/             torchrun's per-rank error files (a failed run prints the first failure from them)
+  VGGT_8p_${case}.log      the summary, key = value lines (node 0 only)
+  run/                  the trainer's run folder (node 0: log.txt, ckpts/, tensorboard/; every node: .hydra/)
 Summary keys: Network, CaseName, DeviceType, DeviceName, RankSize, BatchSize, ImagesPerSample,
 E2ETrainingTime, TimedLogLines, AvgStepTime, ActualFPS, ImagesPerSec${losses}.
 AvgStepTime is the mean Batch Time of the last 100 Train lines minus their first 10 (one line per step);
 ActualFPS = batch size x ranks / AvgStepTime, in sequences per second; ImagesPerSec = 2 x ActualFPS.
+RankSize counts the processes of all nodes, so ActualFPS is the global batch's.
 
 Options (--name VALUE or --name=VALUE; relative paths are taken from the current directory, defaults
 from the repository root):
   --max-epochs N      epochs (also --MAX-EPOCHS; default ${epochs}, the ${case} preset's)
   --max-steps N       steps per epoch, limit_train_batches (default 800, the preset's)
-  --nproc N           processes, one per card (default: every visible NPU or GPU; 1 on a CPU-only machine)
+  --nproc N           processes on this node, one per card (default: every visible NPU or GPU; 1 on a CPU)
+  --nnodes N          nodes of the job (default 1); run the launcher once on every node, same options
+  --node-rank R       this node's rank, 0..N-1 (default 0); node 0 hosts the rendezvous and writes the summary
+  --master-addr HOST  node 0's address, reachable from every node (default 127.0.0.1)
+  --master-port PORT  a free TCP port on node 0 (default 29500)
   --device D          auto | npu | cuda | cpu (default auto: NPU, else CUDA, else CPU)
   --batch-size N      sequences per card and step (default 15)
   --data D            co3d | synthetic (default co3d)
   --co3d-dir DIR      the Co3D v2 tree, DIR/tv/<sequence>/images/... (default data/co3d)
   --anno-dir DIR      the annotations, DIR/tv_train.jgz (default data/co3d_annotations)
   --weights PATH      initial weights (model.init_weights), e.g. the official model.pt as the published runs
+  --random-weights    no --weights: the frozen aggregator stays random (throughput-only runs; losses meaningless)
   --scenes-dir DIR    --data synthetic: where generated scenes are cached (default runs/launcher_scenes)
-  --output-root DIR   the parent of the case folder (default test/output)
+  --output-root DIR   the parent of the case folder (default test/output); per node, or shared by the nodes
   -h, --help          this text
 
 --data synthetic trains the tiny VGGT from scratch on generated scenes at 112 px (lr 1e-3, nothing frozen,
 no augmentation), so the launcher runs anywhere, e.g. on a CPU in a few minutes:
   test/train_8p_vggt_${case}.sh --device cpu --nproc 2 --data synthetic --max-epochs 1 --max-steps 110
 On a CPU autocast is off (float32) and the training processes load their own data (no workers).
+
+Two nodes (static rendezvous, as the Ascend model zoo's multi-node scripts; checkpoints and TensorBoard are
+written by global rank 0, on node 0):
+  node 0: test/train_8p_vggt_${case}.sh --nnodes 2 --node-rank 0 --master-addr 10.0.0.1 --master-port 29500 ...
+  node 1: test/train_8p_vggt_${case}.sh --nnodes 2 --node-rank 1 --master-addr 10.0.0.1 --master-port 29500 ...
+A failure on any rank of any node ends every node within seconds, naming the node and rank.
 
 test/env_npu.sh (the Ascend runtime settings, harmless elsewhere) is sourced first. PYTHON picks the
 interpreter (default python). Exit status: 0; 2 for a bad option or a missing path; torchrun's status when
@@ -88,12 +102,38 @@ vggt_hydra_path() {
     echo "$1='$2'"
 }
 
+# vggt_report_failure OUT STATUS SECONDS [NODE_RANK]: the failing rank's error first (torchrun's per-rank error files in
+# OUT/torchrun), then the end of OUT/train.log (where the other ranks' messages follow it), then exit STATUS.
+vggt_report_failure() {
+    local out="$1" status="$2" seconds="$3" node_rank="${4:-0}"
+    "${PYTHON:-python}" "${VGGT_REPO_ROOT}/test/first_failure.py" "${out}/torchrun" --node-rank "${node_rank}" >&2 || true
+    echo "--- last lines of ${out}/train.log ---" >&2
+    tail -n 20 "${out}/train.log" >&2
+    vggt_fail "${status}" "training failed (exit ${status}) after ${seconds} s; the whole output is in ${out}/train.log"
+}
+
+# vggt_rendezvous_args NNODES NODE_RANK MASTER_ADDR MASTER_PORT: torchrun's rendezvous options, one per line:
+# --standalone on one node, the static rendezvous at MASTER_ADDR:MASTER_PORT across nodes.
+vggt_rendezvous_args() {
+    if (($1 == 1)); then
+        printf '%s\n' --standalone --nnodes 1
+    else
+        printf '%s\n' --nnodes "$1" --node-rank "$2" --master-addr "$3" --master-port "$4"
+    fi
+}
+
+# vggt_case_dir OUTPUT_ROOT NAME NODE_RANK: this node's output folder (node 0: the published name).
+vggt_case_dir() {
+    if (($3 == 0)); then echo "$1/$2"; else echo "$1/$2_node$3"; fi
+}
+
 # vggt_launch perf|full ARGS...: parse the options, check the data, run torchrun, write the summary.
 vggt_launch() {
     local case="$1"
     shift
     local config="${case}" name="VGGT_8p_${case}"
-    local max_epochs="" max_steps="" nproc="" device=auto batch_size=15 data=co3d weights=""
+    local max_epochs="" max_steps="" nproc="" device=auto batch_size=15 data=co3d weights="" random_weights=""
+    local nnodes=1 node_rank=0 master_addr=127.0.0.1 master_port=29500
     local co3d_dir="${VGGT_REPO_ROOT}/data/co3d" anno_dir="${VGGT_REPO_ROOT}/data/co3d_annotations"
     local scenes_dir="${VGGT_REPO_ROOT}/runs/launcher_scenes" output_root="${VGGT_REPO_ROOT}/test/output" flag value
     while (($#)); do
@@ -104,6 +144,8 @@ vggt_launch() {
         elif [[ "${flag}" == -h || "${flag}" == --help ]]; then
             vggt_usage "${case}"
             exit 0
+        elif [[ "${flag}" == --random-weights ]]; then
+            value=1
         elif [[ "${flag}" == --* && $# -ge 2 ]]; then
             value="$2"
             shift
@@ -115,12 +157,17 @@ vggt_launch() {
             --max-epochs | --MAX-EPOCHS) max_epochs="${value}" ;;
             --max-steps) max_steps="${value}" ;;
             --nproc) nproc="${value}" ;;
+            --nnodes) nnodes="${value}" ;;
+            --node-rank) node_rank="${value}" ;;
+            --master-addr) master_addr="${value}" ;;
+            --master-port) master_port="${value}" ;;
             --batch-size) batch_size="${value}" ;;
             --device) device="${value}" ;;
             --data) data="${value}" ;;
             --co3d-dir) co3d_dir="${value}" ;;
             --anno-dir) anno_dir="${value}" ;;
             --weights) weights="${value}" ;;
+            --random-weights) random_weights=1 ;;
             --scenes-dir) scenes_dir="${value}" ;;
             --output-root) output_root="${value}" ;;
             *)
@@ -134,6 +181,12 @@ vggt_launch() {
     vggt_check_positive_int --max-steps "${max_steps}"
     vggt_check_positive_int --nproc "${nproc}"
     vggt_check_positive_int --batch-size "${batch_size}"
+    vggt_check_positive_int --nnodes "${nnodes}"
+    [[ "${node_rank}" =~ ^[0-9]+$ ]] && ((node_rank < nnodes)) ||
+        vggt_fail 2 "--node-rank is 0..$((nnodes - 1)) for --nnodes ${nnodes}, got '${node_rank}'"
+    [[ "${master_port}" =~ ^[1-9][0-9]*$ ]] && ((master_port <= 65535)) ||
+        vggt_fail 2 "--master-port wants a TCP port 1..65535, got '${master_port}'"
+    [[ -n "${master_addr}" && "${master_addr}" != -* ]] || vggt_fail 2 "--master-addr wants node 0's address"
     [[ "${device}" =~ ^(auto|npu|cuda|cpu)$ ]] || vggt_fail 2 "--device is auto, npu, cuda or cpu, got '${device}'"
     [[ "${data}" =~ ^(co3d|synthetic)$ ]] || vggt_fail 2 "--data is co3d or synthetic, got '${data}'"
     # paths given are relative to where the launcher was called from (it then works from the repository root)
@@ -148,10 +201,13 @@ vggt_launch() {
     vggt_check_path --scenes-dir "${scenes_dir}"
     vggt_check_path --weights "${weights}"
     [[ -z "${weights}" || -f "${weights}" ]] || vggt_fail 2 "--weights ${weights}: no such file"
+    [[ -z "${weights}" || -z "${random_weights}" ]] || vggt_fail 2 "--weights and --random-weights exclude each other"
     [[ -z "${weights}" || "${data}" == co3d ]] ||
         vggt_fail 2 "--weights loads VGGT-1B weights, but --data synthetic trains the tiny model from scratch"
 
-    local overrides=("$(vggt_hydra_path hydra.run.dir "${output_root}/${name}/run")" log_freq=1)
+    local out
+    out="$(vggt_case_dir "${output_root}" "${name}" "${node_rank}")"
+    local overrides=("$(vggt_hydra_path hydra.run.dir "${out}/run")" log_freq=1)
     if [[ "${data}" == co3d ]]; then
         [[ -d "${co3d_dir}" ]] || vggt_fail 2 "--co3d-dir ${co3d_dir}: no such directory. Download Co3D v2 \
 (https://github.com/facebookresearch/co3d; category tv is enough for perf and full) and pass its root with --co3d-dir"
@@ -167,6 +223,7 @@ vggt_launch() {
             "$(vggt_hydra_path data.train.annotation_dir "${anno_dir}")"
         )
         [[ -z "${weights}" ]] || overrides+=("$(vggt_hydra_path model.init_weights "${weights}")")
+        [[ -z "${random_weights}" ]] || overrides+=(model.random_frozen_weights=true)
     else
         overrides+=(
             data.train.kind=synthetic
@@ -211,24 +268,29 @@ print(device.type, accelerator_count(device.type), device_name(device))
         overrides+=(optim.amp_dtype=float32 data.num_workers=0)
     fi
 
-    local out="${output_root}/${name}"
+    local rendezvous=()
+    mapfile -t rendezvous < <(vggt_rendezvous_args "${nnodes}" "${node_rank}" "${master_addr}" "${master_port}")
     rm -rf "${out}"
     mkdir -p "${out}"
-    echo "${name}: ${nproc} x ${device_type} (${device_name}), --data ${data}; log ${out}/train.log"
+    local where=""
+    ((nnodes == 1)) || where=" on node ${node_rank} of ${nnodes} (rendezvous ${master_addr}:${master_port})"
+    echo "${name}: ${nproc} x ${device_type} (${device_name})${where}, --data ${data}; log ${out}/train.log"
     local start status=0
     start="$(date +%s)"
-    "${python}" -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node "${nproc}" \
-        -m training.launch --config-name "${config}" "${overrides[@]}" >"${out}/train.log" 2>&1 || status=$?
+    "${python}" -m torch.distributed.run "${rendezvous[@]}" --nproc_per_node "${nproc}" \
+        --log-dir "${out}/torchrun" -m training.launch --config-name "${config}" "${overrides[@]}" \
+        >"${out}/train.log" 2>&1 || status=$?
     local e2e=$(($(date +%s) - start))
-    if ((status != 0)); then
-        tail -n 20 "${out}/train.log" >&2
-        vggt_fail "${status}" "training failed (exit ${status}) after ${e2e} s; the whole output is in ${out}/train.log"
+    ((status == 0)) || vggt_report_failure "${out}" "${status}" "${e2e}" "${node_rank}"
+    if ((node_rank != 0)); then
+        echo "node ${node_rank} done; the summary is written on node 0"
+        return
     fi
     local losses=()
     [[ "${case}" != full ]] || losses=(--losses)
     # ${a[@]+"${a[@]}"}: an empty array is fine under set -u on bash < 4.4 too
     "${python}" test/summarize_run.py "${out}/train.log" --out "${out}/${name}.log" --case-name "${name}" \
-        --device-type "${device_type}" --device-name "${device_name}" --rank-size "${nproc}" \
+        --device-type "${device_type}" --device-name "${device_name}" --rank-size "$((nnodes * nproc))" \
         --batch-size "${batch_size}" --images-per-sample "${VGGT_IMAGES_PER_SAMPLE}" --e2e-seconds "${e2e}" \
         ${losses[@]+"${losses[@]}"}
     echo "summary: ${out}/${name}.log"

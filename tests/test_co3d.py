@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,14 @@ def test_read_depth_without_a_mask_file_keeps_every_finite_depth(co3d) -> None:
     np.testing.assert_array_equal(data.read_depth(frame), pixel_id_depth())
 
 
+def test_sequences_without_a_depth_masks_folder_are_named_in_one_build_warning(co3d) -> None:
+    shutil.rmtree(co3d[0] / "apple" / "seqB" / "depth_masks")
+    (co3d[0] / "apple" / "seqA" / "depth_masks" / "frame000001.png").unlink()  # checked per folder, not per frame
+    warnings = dataset(co3d).build_warnings()
+    assert len(warnings) == 1
+    assert "1 sequence(s) have no depth_masks/ folder" in warnings[0] and warnings[0].endswith(": apple/seqB")
+
+
 # samples ----------------------------------------------------------------------------------------------
 def test_sample_has_the_training_keys_shapes_and_dtypes(co3d) -> None:
     sample = dataset(co3d)[SampleRequest(index=1, num_frames=3, aspect_ratio=0.5, seed=0)]
@@ -332,3 +341,12 @@ def test_missing_depth_or_image_file_is_named_when_sampled(co3d, kind: str) -> N
     missing.unlink()
     with pytest.raises(DatasetError, match=re.escape(str(missing))):
         dataset(co3d)[SampleRequest(0, 4, 1.0, seed=0)]  # 4 distinct frames of 4: frame 1 is read
+
+
+def test_frames_are_drawn_with_replacement_as_upstream_unless_allow_duplicate_img_is_off(co3d) -> None:
+    def ids(data: Co3dDataset) -> list[list[int]]:
+        return [data[SampleRequest(0, 3, 1.0, seed)]["ids"].tolist() for seed in range(20)]
+
+    with_replacement = ids(dataset(co3d))
+    assert any(len(set(sample)) < 3 for sample in with_replacement)  # P(no repeat) = 24/64 per sample
+    assert all(len(set(sample)) == 3 for sample in ids(dataset(co3d, allow_duplicate_img=False)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -159,7 +160,19 @@ def test_unknown_option_prints_the_usage_and_exits_2(script):
 def test_help_explains_the_options_and_the_summary():
     result = run_tool(FULL.name, "--help")
     assert result.returncode == 0
-    for text in ("--nproc N", "--data D", "--co3d-dir DIR", "--weights PATH", "LossObjective", "last 100 Train lines"):
+    for text in (
+        "--nproc N",
+        "--data D",
+        "--co3d-dir DIR",
+        "--weights PATH",
+        "LossObjective",
+        "last 100 Train lines",
+        "--nnodes N",
+        "--node-rank R",
+        "--master-addr HOST",
+        "--master-port PORT",
+        "--random-weights",
+    ):
         assert text in result.stdout, text
 
 
@@ -169,6 +182,9 @@ def test_bad_option_values_name_the_option():
         (["--MAX-EPOCHS=x"], "--max-epochs wants an integer >= 1, got 'x'"),
         (["--device", "gpu"], "--device is auto, npu, cuda or cpu, got 'gpu'"),
         (["--data", "imagenet"], "--data is co3d or synthetic, got 'imagenet'"),
+        (["--nnodes", "0"], "--nnodes wants an integer >= 1, got '0'"),
+        (["--nnodes", "2", "--node-rank", "2"], "--node-rank is 0..1 for --nnodes 2, got '2'"),
+        (["--master-port", "70000"], "--master-port wants a TCP port 1..65535, got '70000'"),
     ]:
         result = run_tool(PERF.name, *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
@@ -180,6 +196,8 @@ def test_weights_must_exist_and_fit_the_data(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"")
     result = run_tool(PERF.name, "--weights", tmp_path / "model.pt", "--data", "synthetic")
     assert result.returncode == 2 and "--data synthetic trains the tiny model from scratch" in result.stderr
+    result = run_tool(PERF.name, "--weights", tmp_path / "model.pt", "--random-weights")
+    assert result.returncode == 2 and "--weights and --random-weights exclude each other" in result.stderr
 
 
 def test_a_missing_co3d_dir_is_named_with_where_to_get_the_data(tmp_path):
@@ -384,3 +402,24 @@ def test_compare_runs_without_matplotlib_writes_the_report_and_says_so(compare_r
     assert "No plot: matplotlib is not installed" in (tmp_path / "r" / "report.md").read_text()
     assert not (tmp_path / "r" / "loss_curves.png").exists()
     assert "No plot" in capsys.readouterr().out
+
+
+# the first failure of a job ------------------------------------------------------------------------------
+def write_error_file(log_dir: Path, local_rank: int, message: str, timestamp: int) -> None:
+    """An error file as torchrun's `record` writes it, in torchrun's per-rank layout."""
+    path = log_dir / "run_abc" / "attempt_0" / str(local_rank) / "error.json"
+    path.parent.mkdir(parents=True)
+    body = {"message": message, "extraInfo": {"py_callstack": f"Traceback\n  line\n{message}", "timestamp": timestamp}}
+    path.write_text(json.dumps({"message": body}))
+
+
+def test_first_failure_prefers_a_ranks_own_error_over_peers_stopped_by_it_then_the_earliest(tmp_path):
+    write_error_file(tmp_path, 0, "RuntimeError: rank 0 (node 1) stops because rank 3 failed: OSError", 100)
+    write_error_file(tmp_path, 1, "DatasetError: image a.jpg cannot be read", 105)
+    write_error_file(tmp_path, 2, "ValueError: later", 107)
+    result = run_tool("first_failure.py", tmp_path, "--node-rank", "1")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "first failure (node 1, local rank 1): DatasetError: image a.jpg cannot be read"
+    assert lines[1] == "  traceback (end):" and lines[-1] == "    DatasetError: image a.jpg cannot be read"
+    assert run_tool("first_failure.py", tmp_path / "nothing").stdout == ""  # no error file: nothing to say

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from tests import upstream_loss_reference as upstream
 from tests.helpers import FIXTURES
 from training.data.normalize import normalize_camera_extrinsics_and_points_batch
 from training.loss import MultitaskLoss
@@ -121,12 +122,45 @@ def _gt_encoding(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return extri_intri_to_pose_encoding(batch["extrinsics"], batch["intrinsics"], batch["images"].shape[-2:])
 
 
+def _upstream_camera_loss(pred_list: list[np.ndarray], gt: np.ndarray, valid: np.ndarray, loss_type: str) -> dict:
+    """Spec 4.7 camera loss in float64 NumPy: per-group errors of valid sequences, sanitised, gamma 0.6 weighting."""
+    n = len(pred_list)
+    groups = {"loss_T": slice(0, 3), "loss_R": slice(3, 7), "loss_FL": slice(7, 9)}
+    totals = dict.fromkeys(groups, 0.0)
+    for k, pred in enumerate(pred_list):
+        diff = (pred - gt)[valid]  # [valid sequences, S, 9]
+        for name, part in groups.items():
+            error = np.abs(diff[..., part]) if loss_type == "l1" else np.linalg.norm(diff[..., part], axis=-1)
+            totals[name] += 0.6 ** (n - 1 - k) * upstream.check_and_fix_inf_nan(error).mean()
+    losses = {name: total / n for name, total in totals.items()}
+    losses["loss_camera"] = losses["loss_T"] + losses["loss_R"] + 0.5 * losses["loss_FL"]
+    return losses
+
+
 @pytest.mark.parametrize("loss_type", ["l1", "l2"])
-def test_camera_loss_is_zero_for_the_gt_encoding(batch, loss_type):
-    gt = _gt_encoding(batch)
-    losses = MultitaskLoss(camera={"loss_type": loss_type})({"pose_enc_list": [gt] * 4}, batch)
-    for key in ("loss_camera", "loss_T", "loss_R", "loss_FL", "objective"):
-        assert losses[key].item() == 0.0, key
+def test_camera_loss_equals_an_independent_computation_on_upstreams_encodings(loss_type):
+    """GT encodings from upstream (tests/fixtures/pose.npz), predictions offset from them, expected values in NumPy."""
+    with np.load(FIXTURES / "pose.npz") as data:
+        fixture = {key: data[key] for key in data.files}
+    gt = fixture["pose_enc"].astype(np.float64)
+    rng = np.random.default_rng(7)
+    pred_list = [fixture["noisy_pose_enc"] + rng.normal(0.0, scale, gt.shape) for scale in (0.5, 0.2, 0.1, 0.0)]
+    pred_list[0][0, 1, 0] = 250.0  # an error above the sanitiser's clamp at 100
+    height, width = (int(v) for v in fixture["image_hw"])
+    masks = torch.ones(2, 5, 4, 4, dtype=torch.bool)
+    masks[1, 0] = False  # sequence 1: no points in frame 0, so no camera supervision
+    batch = {
+        "extrinsics": torch.from_numpy(fixture["extrinsics"]).float(),
+        "intrinsics": torch.from_numpy(fixture["intrinsics"]).float(),
+        "images": torch.zeros(1).expand(2, 5, 3, height, width),
+        "point_masks": masks.repeat_interleave(26, dim=-1).repeat_interleave(26, dim=-2),  # 676 points per frame
+    }
+    predictions = {"pose_enc_list": [torch.from_numpy(p).float() for p in pred_list]}
+    losses = MultitaskLoss(camera={"loss_type": loss_type})(predictions, batch)
+    expected = _upstream_camera_loss(pred_list, gt, np.array([True, False]), loss_type)
+    for name, value in expected.items():
+        assert losses[name].item() == pytest.approx(value, rel=LOSS_REL_TOL), name
+    assert losses["objective"].item() == pytest.approx(expected["loss_camera"], rel=LOSS_REL_TOL)
 
 
 def _with_frame0_points(batch: dict[str, torch.Tensor], sequence: int, count: int) -> dict[str, torch.Tensor]:
@@ -212,11 +246,98 @@ def test_valid_range_none_or_outside_zero_one_disables_the_filter(valid_range):
     assert losses["loss_reg_depth"].item() == pytest.approx(residual.mean(), rel=1e-5)
 
 
-def test_quantile_filter_leaves_1000_or_fewer_values_alone():
-    errors = np.linspace(0.0, 300.0, 1000)  # neither clamped nor filtered
+def test_quantile_filter_leaves_1000_or_fewer_values_unfiltered_but_residuals_are_still_clamped_at_100():
+    errors = np.linspace(0.0, 300.0, 1000)
     predictions, batch, residual = _depth_case(errors, valid=1000)
     losses = MultitaskLoss(depth={"gradient_loss_fn": None})(predictions, batch)
-    assert losses["loss_reg_depth"].item() == pytest.approx(residual.mean(), rel=1e-5)
+    assert losses["loss_reg_depth"].item() == pytest.approx(np.minimum(residual, 100.0).mean(), rel=1e-5)
+
+
+def _regime_case(regime: str, channels: int, seed: int):
+    """pred, gt [1, 2, 40, 50, C], mask, conf [1, 2, 40, 50] float32 arrays for one of upstream's edge regimes."""
+    rng = np.random.default_rng(seed)
+    shape = (1, 2, 40, 50)
+    mask = rng.random(shape) < 0.9  # ~3600 valid values: the quantile filter is active
+    gt = rng.uniform(0.5, 3.0, (*shape, channels))
+    pred = gt + rng.normal(0.0, 0.2, gt.shape)
+    conf = 1.0 + np.exp(rng.normal(0.0, 1.0, shape))
+    if regime == "gt_above_100":  # a far background after normalisation: GT up to 287, predictions short of it
+        far = rng.random(shape) < 0.3
+        gt[far] = rng.uniform(120.0, 287.0, (far.sum(), channels)) * rng.choice([-1.0, 1.0], (far.sum(), channels))
+        pred[far] = np.clip(gt[far], -110.0, 110.0) + rng.normal(0.0, 3.0, (far.sum(), channels))
+    elif regime == "residuals_above_100":  # 8 % outliers: more than the filter's 2 % drop
+        wild = rng.random(shape) < 0.08
+        pred[wild] += rng.uniform(120.0, 500.0, (wild.sum(), channels))
+    elif regime == "confidence_overflow":  # expp1 of large logits: inf, and finite values whose products overflow
+        conf[rng.random(shape) < 0.05] = np.inf
+        conf[rng.random(shape) < 0.05] = 3e38
+        conf[rng.random(shape) < 0.05] = 1e30
+        pred[rng.random(shape) < 0.05] += 150.0
+    elif regime == "at_most_1000_valid":  # a small batch: no filtering, but every clamp still applies
+        mask = np.zeros(shape, dtype=bool)
+        mask.reshape(-1)[rng.choice(mask.size, 1000, replace=False)] = True
+        gt[rng.random(shape) < 0.2] *= 90.0
+        pred[rng.random(shape) < 0.05] += 200.0
+        conf[rng.random(shape) < 0.05] = np.inf
+        conf[rng.random(shape) < 0.05] = 1e30
+    elif regime == "few_valid_huge_confidences":  # under 1000 valid values with confidences overflowing
+        mask = rng.random(shape) < 0.15
+        logits = rng.uniform(0.0, 95.0, shape)  # exp overflows float32 above 88.7: about 7 % are inf
+        conf = np.where(logits < 88.7, np.exp(np.minimum(logits, 88.7)), np.inf)
+        pred[rng.random(shape) < 0.1] += 130.0
+    return tuple(a.astype(np.float32) for a in (pred, gt, conf)) + (mask,)
+
+
+REGIMES = [
+    "gt_above_100",
+    "residuals_above_100",
+    "confidence_overflow",
+    "at_most_1000_valid",
+    "few_valid_huge_confidences",
+]
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+@pytest.mark.parametrize("group", ["depth", "point"])
+def test_dense_losses_equal_an_independent_statement_of_upstreams_semantics(regime, group):
+    channels = 1 if group == "depth" else 3
+    pred, gt, conf, mask = _regime_case(regime, channels, seed=REGIMES.index(regime) + 10 * channels)
+    expected = upstream.dense_losses(pred, gt, mask, conf, quantile=0.98, with_gradient=True)
+    if group == "depth":
+        predictions = {"depth": torch.from_numpy(pred), "depth_conf": torch.from_numpy(conf)}
+        batch = {"depths": torch.from_numpy(gt[..., 0]), "point_masks": torch.from_numpy(mask)}
+    else:
+        predictions = {"world_points": torch.from_numpy(pred), "world_points_conf": torch.from_numpy(conf)}
+        batch = {"world_points": torch.from_numpy(gt), "point_masks": torch.from_numpy(mask)}
+    config = {"weight": 1.0, "gradient_loss_fn": "grad", "valid_range": 0.98}
+    losses = MultitaskLoss(**{group: config})(predictions, batch)
+    names = (f"loss_conf_{group}", f"loss_reg_{group}", f"loss_grad_{group}")
+    for name, value in zip(names, expected):
+        assert losses[name].item() == pytest.approx(value, rel=LOSS_REL_TOL, abs=1e-7), (name, regime)
+    assert losses["objective"].item() == pytest.approx(sum(expected), rel=LOSS_REL_TOL)
+
+
+def test_the_regime_cases_reach_the_regimes_they_are_named_after():
+    def residuals(regime: str) -> np.ndarray:
+        pred, gt, _, mask = _regime_case(regime, 1, seed=0)
+        return np.abs(pred - upstream.check_and_fix_inf_nan(gt))[..., 0][mask]
+
+    assert _regime_case("gt_above_100", 1, 0)[1].max() > 250
+    assert (residuals("residuals_above_100") > 100).mean() > 0.05
+    assert np.isinf(_regime_case("confidence_overflow", 1, 0)[2]).any()
+    assert _regime_case("at_most_1000_valid", 1, 0)[3].sum() == 1000
+    _, _, conf, mask = _regime_case("few_valid_huge_confidences", 1, 0)
+    assert 100 <= mask.sum() <= 1000 and np.isinf(conf[mask]).any()
+
+
+def test_infinite_confidences_give_a_finite_loss_and_finite_gradients():
+    pred, gt, conf, mask = _regime_case("confidence_overflow", 1, seed=3)
+    pred_t, conf_t = torch.from_numpy(pred).requires_grad_(True), torch.from_numpy(conf).requires_grad_(True)
+    batch = {"depths": torch.from_numpy(gt[..., 0]), "point_masks": torch.from_numpy(mask)}
+    losses = MultitaskLoss(depth={})({"depth": pred_t, "depth_conf": conf_t}, batch)
+    losses["objective"].backward()
+    assert torch.isfinite(losses["objective"])
+    assert torch.isfinite(pred_t.grad).all() and torch.isfinite(conf_t.grad).all()
 
 
 def test_depth_loss_is_zero_with_fewer_than_100_valid_pixels():

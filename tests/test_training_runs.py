@@ -14,8 +14,13 @@ import pytest
 import torch
 
 from tests.training_helpers import ROOT, launch, parse_log, small_overrides
+from training.data.co3d import Co3dDataset
+from training.data.sampler import DynamicBatchSampler
+from training.data.synthetic import generate_scenes
 
 pytestmark = pytest.mark.slow
+# test/common.sh's VGGT_SCENES, the scenes of `--data synthetic`
+LAUNCHER_SCENES = {"num_sequences": 8, "frames_per_sequence": 8, "image_size": (160, 120), "seed": 0}
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -107,3 +112,176 @@ def test_tiny_model_learns_camera_and_depth_on_synthetic_scenes(scenes_dir, tmp_
     first, last = rows[0], rows[-1]
     for name, factor in (("Loss/train_loss_camera", 0.5), ("Loss/train_loss_reg_depth", 0.6)):
         assert last[name] < factor * first[name], (name, first[name], last[name])
+
+
+def scenes_with_an_unreadable_sequence_for_rank_1(scenes_dir: Path) -> Path:
+    """The launcher's synthetic scenes in `scenes_dir` with every image of rank 1's first sequence unreadable
+    (the perf preset's sampler: seed 42, 2 frames, 1 sequence per rank, 2 ranks); returns the category folder."""
+    scenes = generate_scenes(scenes_dir, **LAUNCHER_SCENES)
+    dataset = Co3dDataset(
+        scenes["co3d_dir"], scenes["annotation_dir"], categories=[scenes["category"]], min_num_images=2
+    )
+
+    def first_sequence(rank: int) -> int:
+        sampler = DynamicBatchSampler(len(dataset), (2, 2), (1.0, 1.0), batch_size=1, rank=rank, world_size=2)
+        return next(iter(sampler))[0].index
+
+    bad = first_sequence(1)
+    assert bad != first_sequence(0)  # met by rank 1 only
+    for frame in dataset.sequence_frames(bad):
+        frame.image_path.write_bytes(b"not an image")
+    return scenes["co3d_dir"] / scenes["category"]
+
+
+def launcher_command(scenes_dir: Path, *args: str) -> list[str]:
+    """The perf launcher on 2 CPU ranks in all, synthetic data, 1 sequence per rank, 5 steps."""
+    return [str(ROOT / "test" / "train_8p_vggt_perf.sh"), "--device", "cpu", "--data", "synthetic",
+            "--batch-size", "1", "--max-steps", "5", "--scenes-dir", str(scenes_dir), *args]  # fmt: skip
+
+
+LAUNCHER_ENV = {**os.environ, "PYTHON": sys.executable}
+
+
+def test_an_unreadable_frame_met_by_one_rank_ends_the_two_process_launcher_run_in_seconds_naming_it(tmp_path):
+    """Rank 1 fails in its data loader at step 0 while rank 0 waits in DDP's all-reduce: the job must not hang."""
+    category_dir = scenes_with_an_unreadable_sequence_for_rank_1(tmp_path / "scenes")
+    start = time.monotonic()
+    result = subprocess.run(
+        launcher_command(tmp_path / "scenes", "--nproc", "2", "--output-root", str(tmp_path / "out")),
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=LAUNCHER_ENV,
+    )  # fmt: skip
+    elapsed = time.monotonic() - start
+    assert result.returncode != 0
+    assert elapsed < 120, f"the failed job took {elapsed:.0f} s to end"  # it hung for the 30 min collective timeout
+    first_line = result.stderr.splitlines()[0]
+    assert first_line.startswith("first failure (node 0, local rank 1): DatasetError: image "), result.stderr
+    assert str(category_dir) in first_line and "cannot be read" in first_line
+    # rank 0 was ended by the failure posted by rank 1, not by a timeout
+    log = (tmp_path / "out" / "VGGT_8p_perf" / "train.log").read_text()
+    assert "rank 0 (node 0, local rank 0" in result.stderr + log
+
+
+def test_a_failure_on_one_node_ends_every_node_in_seconds_naming_the_node_and_rank(tmp_path):
+    category_dir = scenes_with_an_unreadable_sequence_for_rank_1(tmp_path / "scenes")
+    port = str(free_port())
+    start = time.monotonic()
+    nodes = [
+        subprocess.Popen(
+            launcher_command(
+                tmp_path / "scenes",
+                "--nproc",
+                "1",
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(rank),
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                port,
+                "--output-root",
+                str(tmp_path / f"node{rank}"),
+            ),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=LAUNCHER_ENV,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    errors = [node.communicate(timeout=300)[1] for node in nodes]
+    elapsed = time.monotonic() - start
+    assert all(node.returncode != 0 for node in nodes)
+    assert elapsed < 120, f"the failed job took {elapsed:.0f} s to end"
+    # node 1 shows its own rank's error; node 0 shows that rank 1 on node 1 failed, and why
+    assert errors[1].startswith("first failure (node 1, local rank 0): DatasetError: image "), errors[1]
+    assert str(category_dir) in errors[1].splitlines()[0]
+    node0_first = errors[0].splitlines()[0]
+    assert node0_first.startswith("first failure (node 0, local rank 0): RuntimeError: rank 0 (node 0"), errors[0]
+    assert "stops because rank 1 (node 1, local rank 0" in node0_first and "DatasetError" in node0_first
+
+
+def test_two_nodes_of_one_process_train_as_one_node_of_two_and_write_one_checkpoint_and_one_summary(tmp_path):
+    """Two torchrun agents on this machine (static rendezvous at 127.0.0.1), each through the perf launcher with
+    its own --output-root, against one agent with two processes: same global batch, same losses and weights."""
+    generate_scenes(tmp_path / "scenes", **LAUNCHER_SCENES)
+    launcher = str(ROOT / "test" / "train_8p_vggt_perf.sh")
+    common = [launcher, "--device", "cpu", "--data", "synthetic", "--batch-size", "1", "--max-steps", "3",
+              "--scenes-dir", str(tmp_path / "scenes")]  # fmt: skip
+    env = {**os.environ, "PYTHON": sys.executable}
+    one = subprocess.run(
+        [*common, "--nproc", "2", "--output-root", str(tmp_path / "one")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    check_ok(one)
+    port = str(free_port())
+    nodes = [
+        subprocess.Popen(
+            [
+                *common,
+                "--nproc",
+                "1",
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(rank),
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                port,
+                "--output-root",
+                str(tmp_path / f"node{rank}"),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    for node, (out, err) in zip(nodes, outputs):
+        assert node.returncode == 0, out[-3000:] + err[-3000:]
+    assert "the summary is written on node 0" in outputs[1][0]
+
+    case = "VGGT_8p_perf"
+    single_run, node0_run = tmp_path / "one" / case / "run", tmp_path / "node0" / case / "run"
+    single_rows, node_rows = parse_log(single_run / "log.txt"), parse_log(node0_run / "log.txt")
+    assert len(single_rows) == len(node_rows) == 3
+    for single_row, node_row in zip(single_rows, node_rows):
+        for name in (k for k in single_row if k.startswith("Loss/")):
+            assert node_row[name] == pytest.approx(single_row[name], rel=1e-5, abs=1e-6), name
+    single, multi = final_weights(single_run), final_weights(node0_run)
+    assert single.keys() == multi.keys()
+    for key in single:
+        torch.testing.assert_close(multi[key], single[key], rtol=1e-5, atol=1e-7, msg=key)
+
+    nodes_dirs = [tmp_path / "node0", tmp_path / "node1"]
+    assert [p for d in nodes_dirs for p in d.rglob("checkpoint*.pt")] == [node0_run / "ckpts" / "checkpoint.pt"]
+    assert [p for d in nodes_dirs for p in d.rglob(f"{case}.log")] == [tmp_path / "node0" / case / f"{case}.log"]
+    summary = (tmp_path / "node0" / case / f"{case}.log").read_text()
+    assert "RankSize = 2" in summary
+    assert (tmp_path / "node1" / f"{case}_node1" / "train.log").is_file()  # every node keeps its own log
+
+
+def test_ranks_that_would_resume_from_different_steps_stop_with_an_error_naming_the_shared_path(scenes_dir, tmp_path):
+    """Node-local run directories: rank 0 finds a checkpoint, rank 1 (its own run dir here) does not."""
+    args = small_overrides(scenes_dir) + ["limit_train_batches=1", "data.val=null", "data.train.batch_size=1"]
+    check_ok(launch(args + ["max_epochs=1", f"hydra.run.dir={tmp_path / 'run0'}"]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = time.monotonic()
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+            "-m", "training.launch", "--config-name", "synthetic", *args, "max_epochs=2",
+            f"hydra.run.dir={tmp_path}/run${{oc.env:LOCAL_RANK}}",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert time.monotonic() - start < 120
+    output = result.stdout + result.stderr
+    assert "starts at epoch 0, step 0 but rank 0 at epoch 1, step 0" in output, output[-3000:]
+    assert "filesystem every node shares" in output

@@ -8,6 +8,10 @@ checkpoints, TensorBoard scalars, the resolved config in .hydra/) go to runs/<ex
 Presets: default (Co3D fine-tuning as upstream), perf (the published Ascend benchmark), full,
 synthetic (tiny model on generated scenes, CPU in minutes). Example:
     python -m training.launch --config-name synthetic max_epochs=2 device=cpu
+
+Failures: an exception on any rank is posted to the other ranks, which end within seconds (see
+training/utils/peer_watch.py), and is written to torchrun's per-rank error file (TORCHELASTIC_ERROR_FILE),
+which torchrun reports as the root cause; the process group is destroyed on every exit.
 """
 
 from __future__ import annotations
@@ -17,13 +21,27 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from training.trainer import Trainer
+from training.utils import distributed
+
+
+@record
+def train(cfg: DictConfig, run_dir: Path) -> None:
+    """Build the trainer and run it; an exception is posted to the other ranks, then raised (and recorded)."""
+    try:
+        Trainer(cfg, run_dir).run()
+    except BaseException as error:
+        distributed.report_failure(error)
+        raise
+    finally:
+        distributed.teardown()
 
 
 @hydra.main(version_base=None, config_path="config", config_name="default")
 def main(cfg: DictConfig) -> None:
-    Trainer(cfg, Path(HydraConfig.get().runtime.output_dir)).run()
+    train(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ Semantic choices (where upstream relies on data-dependent Python control flow):
   gives 0 with a zero, not NaN, gradient).
 * "Too few valid points -> zero loss" gates (camera: frame 0 of a sequence has <= 100 valid points; depth/point:
   the batch has < 100) are `torch.where` on the count.
+* Sanitising (upstream's `check_and_fix_inf_nan`): non-finite -> 0, then clamp to [-100, 100], elementwise, applied to
+  the ground-truth depths / world points, the per-pixel residual r and the confidence term before the quantile filter
+  whatever the element count (and, as a no-op on a subset of sanitised values, after it). An element whose
+  confidence is non-finite or <= 0 makes upstream's confidence term non-finite, so it contributes 0; here that
+  element's confidence is replaced by 1 before the arithmetic as well, so its gradient is 0 rather than NaN.
 * Quantile filter: the threshold is the "nearest"-rank quantile of the masked values, taken from a sort of the values
   with unmasked entries filled with +inf and indexed by a tensor rank. Upstream subsamples 1e6 values at random when
   there are more than 1e8; this version always sorts all of them (deterministic; one O(n log n) device sort).
@@ -30,9 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from training.utils.sanitize import finite_or_zero
 from vggt.utils.pose_enc import extri_intri_to_pose_encoding
 
-_HARD_MAX = 100.0  # clamp for per-element camera errors, filtered residuals and image gradients
+_HARD_MAX = 100.0  # sanitiser clamp: camera errors, GT maps, residuals, confidence terms, image gradients
 _MIN_FRAME0_POINTS = 100  # a sequence supervises cameras only if frame 0 has more valid points than this
 _MIN_MASK_POINTS = 100  # depth/point losses need at least this many valid pixels in the batch
 _MIN_FILTER_ELEMENTS = 1000  # the quantile filter acts only on more elements than this
@@ -121,10 +127,6 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return total / mask.sum().clamp(min=1)
 
 
-def _finite_or_zero(values: Tensor) -> Tensor:
-    return torch.where(torch.isfinite(values), values, torch.zeros_like(values))
-
-
 def _nearest_rank_quantile(values: Tensor, mask: Tensor, count: Tensor, quantile: float) -> Tensor:
     """The "nearest"-rank quantile of values[mask] (1-D inputs), as torch.quantile would give, without a sync."""
     filled = torch.where(mask, values, torch.full_like(values, float("inf")))  # unmasked entries sort last
@@ -136,16 +138,16 @@ def _nearest_rank_quantile(values: Tensor, mask: Tensor, count: Tensor, quantile
 def _filtered_mean(values: Tensor, mask: Tensor, quantile: float | None) -> Tensor:
     """Mean of values[mask] after upstream's outlier filter.
 
-    With more than 1000 masked values: clamp them at 100, then drop those >= the `quantile` of the masked values,
-    unless that would leave 1000 or fewer. Args: values, mask: same shape (any). Returns a scalar.
+    With more than 1000 masked values, drop those >= the `quantile` of the masked values, unless that would leave
+    1000 or fewer. `values` must be sanitised (in [-100, 100]): upstream's clamp at 100 inside the filter and its
+    sanitising of the kept values are then no-ops. Args: values, mask: same shape (any). Returns a scalar.
     """
     values, mask = values.reshape(-1), mask.reshape(-1)
     if quantile is None:
         return _masked_mean(values, mask)
     count = mask.sum()
     filtering = count > _MIN_FILTER_ELEMENTS
-    values = torch.where(filtering, values.clamp(max=_HARD_MAX), values)
-    threshold = _nearest_rank_quantile(values.detach(), mask, count, quantile)  # <= 100: values are clamped
+    threshold = _nearest_rank_quantile(values.detach(), mask, count, quantile)
     kept = mask & (values < threshold)
     use_kept = filtering & (kept.sum() > _MIN_FILTER_ELEMENTS)
     return _masked_mean(values, torch.where(use_kept, kept, mask))
@@ -184,7 +186,7 @@ def camera_loss(pose_enc_list: Sequence[Tensor], batch: Mapping[str, Tensor], cf
         stage_weight = cfg.gamma ** (n - 1 - i)
         errors = _camera_errors(pred.float(), gt, cfg.loss_type)
         for j, error in enumerate(errors):
-            error = _finite_or_zero(error).clamp(max=_HARD_MAX)
+            error = finite_or_zero(error, _HARD_MAX)
             totals[j] = totals[j] + stage_weight * _masked_mean(error, valid)
     loss_t, loss_r, loss_fl = (total / n for total in totals)
     loss = cfg.weight_trans * loss_t + cfg.weight_rot * loss_r + cfg.weight_focal * loss_fl
@@ -251,7 +253,7 @@ def _normal_matching(pred: Tensor, gt: Tensor, mask: Tensor, conf: Tensor | None
     if conf is not None:
         normal_conf = torch.where(valid, conf.unsqueeze(0).expand_as(loss), torch.ones_like(loss))
         loss = gamma * loss * normal_conf - alpha * torch.log(normal_conf)
-    mean = _masked_mean(_finite_or_zero(loss), valid)
+    mean = _masked_mean(finite_or_zero(loss), valid)
     return torch.where(valid.sum() >= _MIN_NORMALS, mean, torch.zeros_like(mean))
 
 
@@ -269,16 +271,21 @@ def regression_loss(pred: Tensor, gt: Tensor, mask: Tensor, conf: Tensor, cfg: R
     """Confidence-weighted regression of a dense map (depth or points).
 
     Args:
-        pred, gt: [B, S, H, W, C]; mask: [B, S, H, W] bool; conf: [B, S, H, W] (> 0, from the head's expp1).
+        pred, gt: [B, S, H, W, C] (gt sanitised); mask: [B, S, H, W] bool; conf: [B, S, H, W] (> 0 from the
+            head's expp1; non-finite or <= 0 entries contribute 0 to the confidence term).
 
     Returns:
-        (loss_conf, loss_reg, loss_grad) scalars: mean filtered gamma*r*c - alpha*log(c), mean filtered r with
-        r = ||gt - pred|| per pixel, and the multi-scale gradient/normal term (0 when gradient_loss_fn is None).
+        (loss_conf, loss_reg, loss_grad) scalars: mean filtered sanitised gamma*r*c - alpha*log(c), mean filtered r
+        with r = sanitised ||gt - pred|| per pixel, and the multi-scale gradient/normal term (0 when
+        gradient_loss_fn is None).
     """
     # masking before the norm keeps garbage outside the mask out of the forward and the backward pass
-    residual = torch.linalg.vector_norm(torch.where(mask.unsqueeze(-1), gt - pred, torch.zeros_like(pred)), dim=-1)
-    safe_conf = torch.where(mask, conf, torch.ones_like(conf))
+    diff = torch.where(mask.unsqueeze(-1), gt - pred, torch.zeros_like(pred))
+    residual = finite_or_zero(torch.linalg.vector_norm(diff, dim=-1), _HARD_MAX)
+    usable_conf = mask & torch.isfinite(conf) & (conf > 0)
+    safe_conf = torch.where(usable_conf, conf, torch.ones_like(conf))
     conf_term = cfg.gamma * residual * safe_conf - cfg.alpha * torch.log(safe_conf)
+    conf_term = finite_or_zero(torch.where(usable_conf, conf_term, torch.zeros_like(conf_term)), _HARD_MAX)
     loss_conf = _filtered_mean(conf_term, mask, cfg.filter_quantile)
     loss_reg = _filtered_mean(residual, mask, cfg.filter_quantile)
 
@@ -303,7 +310,7 @@ def regression_loss(pred: Tensor, gt: Tensor, mask: Tensor, conf: Tensor, cfg: R
 
 def _dense_loss(pred: Tensor, gt: Tensor, mask: Tensor, conf: Tensor, cfg: RegressionLossConfig, suffix: str):
     """regression_loss as named outputs, zeroed when the batch has fewer than 100 valid pixels."""
-    terms = regression_loss(pred.float(), _finite_or_zero(gt.float()), mask.bool(), conf.float(), cfg)
+    terms = regression_loss(pred.float(), finite_or_zero(gt.float(), _HARD_MAX), mask.bool(), conf.float(), cfg)
     enough = mask.sum() >= _MIN_MASK_POINTS
     names = (f"loss_conf_{suffix}", f"loss_reg_{suffix}", f"loss_grad_{suffix}")
     return {name: torch.where(enough, term, torch.zeros_like(term)) for name, term in zip(names, terms)}

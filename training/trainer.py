@@ -1,9 +1,9 @@
 """The training loop: forward, loss, backward, clip, step, log, checkpoint; one process or DDP.
 
 Device, precision, kernels and the distributed backend come from `vggt.runtime`; nothing here
-names a backend. Per step there is no host synchronisation except where the optimizer needs one to
-skip a non-finite step (see `step_unless_nonfinite`); losses are summed on the device and read every
-`log_freq` steps.
+names a backend. Per step there is no host synchronisation except one flag read where the optimizer
+cannot skip a non-finite step on the device (CPU AdamW, NpuFusedAdamW; see `step_unless_nonfinite`, timed
+by benchmarks/bench_train.py); losses are summed on the device and read every `log_freq` steps.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from training.utils.logging import (
     setup_logging,
 )
 from training.utils.optim import GradientClipper, freeze, keep_frozen_in_eval, lr_at, step_unless_nonfinite
+from training.utils.peer_watch import rank_label
 from vggt import runtime
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
@@ -70,11 +71,31 @@ def check_heads_have_losses(model: VGGT, loss_cfg: DictConfig) -> None:
             )
 
 
+def check_track_data(cfg: DictConfig) -> None:
+    """The track loss needs ground-truth tracks in every split it runs on: data.<split>.track_num > 0."""
+    if cfg.loss.get("track") is None:
+        return
+    for split in ("train", "val"):
+        split_cfg = cfg.data.get(split)
+        if split_cfg is not None and int(split_cfg.get("track_num", 0)) <= 0:
+            raise ValueError(
+                f"loss.track is set but data.{split}.track_num is {split_cfg.get('track_num', 0)}: the {split} "
+                f"batches would have no ground-truth tracks; set data.{split}.track_num (e.g. 1024) "
+                "or loss.track=null"
+            )
+
+
+def frozen_without_weights(model: VGGT, frozen: list[str], loaded: set[str]) -> list[str]:
+    """The frozen modules some of whose tensors (parameters or buffers) were not loaded from weights."""
+    state_keys = list(model.state_dict())
+    return [name for name in frozen if any(k.startswith(name + ".") and k not in loaded for k in state_keys)]
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.dist = distributed.setup(cfg.device, cfg.distributed.timeout_minutes)
+        self.dist = distributed.setup(cfg.device, cfg.distributed.timeout_minutes, cfg.distributed.peer_timeout_seconds)
         self.device = self.dist.device
         runtime.configure_process(self.device, deterministic=cfg.deterministic, allow_tf32=cfg.allow_tf32)
         runtime.seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
@@ -84,9 +105,9 @@ class Trainer:
             f"world size {self.dist.world_size}"
         )
 
+        check_track_data(cfg)
         self.model = model_from_training_config(cfg.model)
-        if cfg.model.init_weights:
-            self.load_initial_weights(cfg.model.init_weights)
+        loaded = self.load_initial_weights(cfg.model.init_weights) if cfg.model.init_weights else set()
         self.frozen = freeze(self.model, list(cfg.optim.frozen))
         if self.frozen:
             LOGGER.info(f"frozen modules: {self.frozen}")
@@ -109,7 +130,10 @@ class Trainer:
             eps=cfg.optim.eps,
             zero_grad_set_to_none=False,
         )
-        self.clipper = GradientClipper(self.model, OmegaConf.to_container(cfg.optim.clip, resolve=True))
+        self.clipper = GradientClipper(
+            self.model, OmegaConf.to_container(cfg.optim.clip, resolve=True), cfg.optim.clip_rule
+        )
+        LOGGER.info(f"gradient clipping: rule {cfg.optim.clip_rule}, groups {[g[0] for g in self.clipper.groups]}")
         self.amp_dtype = runtime.parse_dtype(cfg.optim.amp_dtype, self.device)
         self.scaler = runtime.grad_scaler(self.device, self.amp_dtype)
 
@@ -119,8 +143,14 @@ class Trainer:
         self.val_set = build_dataset(cfg.data.val, cfg.data) if cfg.data.get("val") else None
         if self.dist.is_main:
             distributed.barrier()
+            for dataset in (self.train_set, self.val_set):
+                for warning in dataset.build_warnings() if dataset is not None else ():
+                    LOGGER.warning(warning)
         self.epoch, self.step, self.global_step = 0, 0, 0
-        self.resume()
+        if self.resume():
+            loaded = set(self.model.state_dict())
+        self.check_same_start_on_every_rank()
+        self.check_frozen_weights(loaded)
 
         self.ddp = None
         if self.dist.world_size > 1:
@@ -134,18 +164,42 @@ class Trainer:
         self.tensorboard = TensorBoard(self.run_dir / "tensorboard" if self.dist.is_main else None)
 
     # weights and checkpoints --------------------------------------------------------------------
-    def load_initial_weights(self, source: str) -> None:
-        """Start from a model state dict (upstream model.pt, safetensors, or a training checkpoint)."""
+    def load_initial_weights(self, source: str) -> set[str]:
+        """Start from a model state dict (upstream model.pt, safetensors, or a training checkpoint).
+
+        Returns the model keys that were loaded; a file that fits no tensor of the model is an error.
+        """
         state = read_state_dict(Path(source))
         report = load_weights(self.model, state, strict=False, source=source)
+        if report.loaded_keys == 0:
+            raise ValueError(f"model.init_weights {source} loaded no tensor into the model\n{report.describe()}")
         LOGGER.info(
             report.describe() if not report.ok else f"initial weights {source}: all {report.loaded_keys} tensors loaded"
+        )
+        mismatched = {m["key"] for m in report.shape_mismatch}
+        return {k for k in self.model.state_dict() if k in state and k not in mismatched}
+
+    def check_frozen_weights(self, loaded: set[str]) -> None:
+        """Frozen modules never train: random weights there are an error unless model.random_frozen_weights says so."""
+        random = frozen_without_weights(self.model, self.frozen, loaded)
+        if not random:
+            return
+        if self.cfg.model.random_frozen_weights:
+            LOGGER.warning(f"frozen modules {random} keep random weights (model.random_frozen_weights=true)")
+            return
+        raise ValueError(
+            f"frozen modules {random} received no weights (model.init_weights={self.cfg.model.init_weights}): "
+            "they would stay random while the rest trains on top of them. Pass the weights with "
+            "model.init_weights=model.pt (launchers: --weights), unfreeze them (optim.frozen), or set "
+            "model.random_frozen_weights=true for a throughput-only run (launchers: --random-weights)"
         )
 
     def checkpoint_path(self, name: str = checkpoint.LATEST) -> Path:
         return self.run_dir / CKPT_DIR / name
 
     def save(self, names: tuple[str, ...] = (checkpoint.LATEST,)) -> None:
+        """Rank 0 writes the checkpoint. The sampler and the LR schedule are pure functions of (config, epoch,
+        step), so they have no entry: a resumed run recomputes both from the epoch and step saved here."""
         if not self.dist.is_main:
             return
         state = {
@@ -155,22 +209,20 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "global_step": self.global_step,
-            "sampler": {"epoch": self.epoch, "start_step": self.step},
-            "scheduler": {"kind": "linear warm-up + cosine", "progress": self.progress()},
             "rng": checkpoint.rng_state(),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
         for name in names:
             checkpoint.save_atomic(state, self.checkpoint_path(name))
 
-    def resume(self) -> None:
-        """Continue from checkpoint.resume ("auto": this run's latest checkpoint, if any)."""
+    def resume(self) -> bool:
+        """Continue from checkpoint.resume ("auto": this run's latest checkpoint, if any); True if it did."""
         target = self.cfg.checkpoint.resume
         if not target:
-            return
+            return False
         path = self.checkpoint_path() if target == "auto" else Path(target)
         if target == "auto" and not path.is_file():
-            return
+            return False
         state = checkpoint.load(path)
         try:
             load_weights(self.model, state["model"], strict=True, source=str(path))
@@ -181,6 +233,20 @@ class Trainer:
         self.epoch, self.step, self.global_step = state["epoch"], state["step"], state["global_step"]
         checkpoint.set_rng_state(state["rng"])
         LOGGER.info(f"resumed from {path} at epoch {self.epoch}, step {self.step}")
+        return True
+
+    def check_same_start_on_every_rank(self) -> None:
+        """Every rank (of every node) must start from rank 0's epoch and step; a node that cannot read the
+        checkpoint rank 0 resumed from would otherwise train out of step."""
+        position = [self.epoch, self.step, self.global_step]
+        main = distributed.broadcast_from_main(position, self.device)
+        if main != position:
+            raise ValueError(
+                f"{rank_label(self.dist.rank)} starts at epoch {self.epoch}, step {self.step} but rank 0 at epoch "
+                f"{main[0]}, step {main[1]}: the nodes do not see the same checkpoint ({self.checkpoint_path()} "
+                "here). Put the run directory (hydra.run.dir) on a filesystem every node shares, or pass "
+                "checkpoint.resume=PATH to a copy every node can read"
+            )
 
     # training -------------------------------------------------------------------------------------
     def progress(self) -> float:
@@ -348,13 +414,22 @@ class Trainer:
         batch_time.add(time.perf_counter() - start, count=max(meters.epoch_steps, 1))
         self.log("Val", meters, batch_time, data_time, meters.epoch_steps, num_steps)
 
+    def validates_after(self, epoch: int) -> bool:
+        """Upstream's schedule: after epoch e (0-based) when e % val_epoch_freq == 0 and e < max_epochs - 1."""
+        return self.val_set is not None and epoch % self.cfg.val_epoch_freq == 0 and epoch < self.cfg.max_epochs - 1
+
     def run(self) -> None:
-        cfg = self.cfg
+        """Train to max_epochs, validating on upstream's schedule and once at the end.
+
+        No collective in a `finally`: a rank that fails leaves at once (the launcher posts its error).
+        """
         try:
-            while self.epoch < cfg.max_epochs:
+            while self.epoch < self.cfg.max_epochs:
+                finished = self.epoch
                 self.train_epoch()
-                if self.val_set is not None and (self.epoch % cfg.val_epoch_freq == 0 or self.epoch == cfg.max_epochs):
+                if self.validates_after(finished):
                     self.validate()
+            if self.val_set is not None:
+                self.validate()
         finally:
             self.tensorboard.close()
-            distributed.barrier()

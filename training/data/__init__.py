@@ -17,6 +17,7 @@ def build_dataset(split: DictConfig, data: DictConfig) -> MultiViewDataset:
         "patch_size": data.patch_size,
         "augment": AugmentConfig() if split.get("augment", False) else AugmentConfig.off(),
         "track_num": split.get("track_num", 0),
+        "allow_duplicate_img": split.get("allow_duplicate_img", True),
     }
     if split.kind == "co3d":
         from training.data.co3d import Co3dDataset

@@ -76,11 +76,13 @@ class MultiViewDataset(Dataset):
         patch_size: int = 14,
         augment: AugmentConfig | None = None,
         track_num: int = 0,
+        allow_duplicate_img: bool = True,
     ):
         self.img_size = img_size
         self.patch_size = patch_size
         self.augment = augment or AugmentConfig.off()
         self.track_num = track_num
+        self.allow_duplicate_img = allow_duplicate_img
 
     # subclass API ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -96,10 +98,16 @@ class MultiViewDataset(Dataset):
         """Depth [H, W] float32 in scene units; 0 where invalid."""
         raise NotImplementedError
 
+    def build_warnings(self) -> list[str]:
+        """What the user should know about the data found at build time (logged once, by rank 0)."""
+        return []
+
     # sampling -------------------------------------------------------------------------------
     def choose_frames(self, num_available: int, num_frames: int, rng: np.random.Generator) -> np.ndarray:
-        """Distinct frames when the sequence has enough, otherwise with repeats."""
-        return rng.choice(num_available, num_frames, replace=num_available < num_frames)
+        """Frames drawn with replacement when allow_duplicate_img (upstream's default), else distinct ones
+        (repeats only when the sequence has fewer frames than asked for)."""
+        replace = self.allow_duplicate_img or num_available < num_frames
+        return rng.choice(num_available, num_frames, replace=replace)
 
     def __getitem__(self, request: SampleRequest) -> dict[str, Any]:
         rng = np.random.default_rng(request.seed)

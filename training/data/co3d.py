@@ -196,9 +196,16 @@ class Co3dDataset(MultiViewDataset):
         patch_size: int = 14,
         augment: AugmentConfig | None = None,
         track_num: int = 0,
+        allow_duplicate_img: bool = True,
         depth_percentile_clip: float | None = 98.0,
     ):
-        super().__init__(img_size=img_size, patch_size=patch_size, augment=augment, track_num=track_num)
+        super().__init__(
+            img_size=img_size,
+            patch_size=patch_size,
+            augment=augment,
+            track_num=track_num,
+            allow_duplicate_img=allow_duplicate_img,
+        )
         self.co3d_dir = Path(co3d_dir)
         self.annotation_dir = Path(annotation_dir)
         self.split = split
@@ -208,6 +215,11 @@ class Co3dDataset(MultiViewDataset):
             raise DatasetError(f"Co3D directory {self.co3d_dir} does not exist; pass the Co3D v2 root as co3d_dir")
         categories = SEEN_CATEGORIES if categories is None else tuple(categories)
         self.sequences = self._load(categories)
+        self.sequences_without_masks = [
+            f"{sequence.category}/{sequence.name}"
+            for sequence in self.sequences
+            if not (self._sequence_dir(sequence.filepaths[0]) / "depth_masks").is_dir()
+        ]
 
     def _annotation_files(self, categories: Sequence[str]) -> list[tuple[str, Path]]:
         """(category, file) for the requested categories whose annotation file exists; warns about the rest."""
@@ -267,12 +279,27 @@ class Co3dDataset(MultiViewDataset):
         sequence = self.sequences[index]
         return f"co3d_{sequence.category}_{sequence.name}"
 
+    def _sequence_dir(self, filepath: str) -> Path:
+        """CO3D_DIR/<category>/<sequence> of a frame's annotation filepath (<category>/<sequence>/images/<frame>)."""
+        return self.co3d_dir / PurePosixPath(filepath).parent.parent
+
+    def build_warnings(self) -> list[str]:
+        """Sequences without a depth_masks folder train on unmasked depth (checked per folder at build)."""
+        missing = self.sequences_without_masks
+        if not missing:
+            return []
+        shown = ", ".join(missing[:10]) + (f", ... ({len(missing) - 10} more)" if len(missing) > 10 else "")
+        return [
+            f"Co3D {self.split}: {len(missing)} sequence(s) have no depth_masks/ folder, so their depth maps are used "
+            f"unmasked (upstream masks them): {shown}"
+        ]
+
     def sequence_frames(self, index: int) -> list[Frame]:
         sequence = self.sequences[index]
         frames = []
         for filepath, extrinsic, intrinsic in zip(sequence.filepaths, sequence.extrinsics, sequence.intrinsics):
             relative = PurePosixPath(filepath)
-            sequence_dir = self.co3d_dir / relative.parent.parent
+            sequence_dir = self._sequence_dir(filepath)
             frames.append(
                 Frame(
                     image_path=self.co3d_dir / relative,

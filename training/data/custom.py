@@ -429,8 +429,15 @@ class CustomSceneDataset(MultiViewDataset):
         patch_size: int = 14,
         augment: AugmentConfig | None = None,
         track_num: int = 0,
+        allow_duplicate_img: bool = True,
     ):
-        super().__init__(img_size=img_size, patch_size=patch_size, augment=augment, track_num=track_num)
+        super().__init__(
+            img_size=img_size,
+            patch_size=patch_size,
+            augment=augment,
+            track_num=track_num,
+            allow_duplicate_img=allow_duplicate_img,
+        )
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"dataset root {self.root} is not a directory; expected {LAYOUTS}")

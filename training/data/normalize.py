@@ -8,18 +8,12 @@ from __future__ import annotations
 
 import torch
 
+from training.utils.sanitize import finite_or_zero
 from vggt.utils.geometry import closed_form_inverse_se3
 
 _SCALE_MIN = 1e-6
 _SCALE_MAX = 1e6
 _COUNT_EPS = 1e-3  # keeps a sequence without valid points finite (its scale then clamps to _SCALE_MIN)
-
-
-def _finite_or_zero(tensor: torch.Tensor | None) -> torch.Tensor | None:
-    """Non-finite entries -> 0 (None passes through)."""
-    if tensor is None:
-        return None
-    return torch.where(torch.isfinite(tensor), tensor, torch.zeros_like(tensor))
 
 
 def _mean_point_distance(world_points: torch.Tensor, point_masks: torch.Tensor) -> torch.Tensor:
@@ -74,9 +68,6 @@ def normalize_camera_extrinsics_and_points_batch(
             new_cam = new_cam / scale.view(batch, 1, 1, 1, 1)
         if new_depths is not None:
             new_depths = new_depths / scale.view(batch, 1, 1, 1)
-    return (
-        _finite_or_zero(new_extrinsics),
-        _finite_or_zero(new_cam),
-        _finite_or_zero(new_world),
-        _finite_or_zero(new_depths),
-    )
+    outputs = (new_extrinsics, new_cam, new_world, new_depths)
+    extrinsics_out, cam_out, world_out, depths_out = (None if t is None else finite_or_zero(t) for t in outputs)
+    return extrinsics_out, cam_out, world_out, depths_out

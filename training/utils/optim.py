@@ -51,18 +51,37 @@ def keep_frozen_in_eval(model: nn.Module, frozen: Sequence[str]) -> None:
         modules[name].eval()
 
 
-class GradientClipper:
-    """Per-module gradient-norm clipping: each trainable parameter belongs to the first group whose
-    module name occurs in its name (upstream's substring rule); every trainable parameter must be covered."""
+CLIP_RULES = ("substring", "top_level")
 
-    def __init__(self, model: nn.Module, groups: Sequence[dict[str, Any]]):
+
+def _in_group(param_name: str, modules: Sequence[str], rule: str) -> bool:
+    """substring: a module name occurs anywhere in the parameter name (upstream); top_level: the parameter's
+    top-level module, without its "_head" suffix, is one of the names (each parameter in exactly one group)."""
+    if rule == "substring":
+        return any(m in param_name for m in modules)
+    return param_name.split(".")[0].removesuffix("_head") in modules
+
+
+class GradientClipper:
+    """Per-module gradient-norm clipping over groups of trainable parameters; every one must be covered.
+
+    rule "substring" (upstream's, the default): a parameter belongs to every group one of whose module names
+    occurs in its name, so e.g. aggregator.camera_token is clipped with the aggregator and with the camera
+    group. rule "top_level": by the parameter's top-level module only (aggregator, camera[_head], ...).
+    """
+
+    def __init__(self, model: nn.Module, groups: Sequence[dict[str, Any]], rule: str = "substring"):
+        if rule not in CLIP_RULES:
+            raise ValueError(f"optim.clip_rule must be one of {CLIP_RULES}, got {rule!r}")
+        self.rule = rule
         self.groups: list[tuple[str, list[nn.Parameter], float, float]] = []
         assigned: set[str] = set()
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         for group in groups:
             modules = list(group["modules"])
-            params = [p for n, p in trainable if n not in assigned and any(m in n for m in modules)]
-            assigned.update(n for n, _ in trainable if any(m in n for m in modules))
+            members = [(n, p) for n, p in trainable if _in_group(n, modules, rule)]
+            assigned.update(n for n, _ in members)
+            params = [p for _, p in members]
             if params:
                 label = "_".join(modules)
                 self.groups.append(
