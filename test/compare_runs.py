@@ -16,7 +16,7 @@ comparison (exit 1) when that last-10 % mean exceeds X for either loss: early st
 fast, do not decide it.
 
 Accuracy: where a run folder holds a `vggt eval` report (eval/co3d_eval.json, as the full launcher writes),
-the report lists AUC30, AUC15, AUC5, AUC3, DepthAbsRel and DepthDelta1.25 of both runs and A - B. The two
+the report lists AUC30, AUC15, AUC5, AUC3, DepthAbsRel, DepthDelta1.25 and PointOverall of both runs and A - B. The two
 evaluations must have used the same protocol settings (frames, seed, categories, resolution, annotation
 files' hashes); otherwise the comparison is refused (exit 2). --max-auc-diff P fails it (exit 1) when any
 |AUC_A - AUC_B| exceeds P percentage points. Exit status 2 for unusable input (a missing folder, a log
@@ -41,7 +41,7 @@ LAST_FRACTION = 0.10
 HEADER = re.compile(r"\| device (\S+) \((.*)\) \| world size (\d+)")
 DEFAULT_OUT = Path(__file__).resolve().parent / "output" / "comparison"
 EVAL_REPORTS = (Path("eval") / "co3d_eval.json", Path("co3d_eval.json"))  # where a run folder keeps its evaluation
-ACCURACY_METRICS = ("AUC30", "AUC15", "AUC5", "AUC3", "DepthAbsRel", "DepthDelta1.25")
+ACCURACY_METRICS = ("AUC30", "AUC15", "AUC5", "AUC3", "DepthAbsRel", "DepthDelta1.25", "PointOverall")
 
 
 @dataclass

@@ -13,8 +13,12 @@ import torch
 from tests.predict.conftest import run_cli
 from training.data.synthetic import generate_scenes
 from vggt.config import VGGTConfig
-from vggt.evaluation.runner import GroupResult, evaluate_sequence, resample_depth
+from vggt.evaluation.runner import GroupResult, evaluate_sequence, sample_at_model_pixels
+from vggt.evaluation.sequences import select_co3d
+from vggt.runtime import seed_everything
+from vggt.scenes.co3d_files import depth_paths, read_annotations, read_masked_depth
 from vggt.synthetic_weights import synthetic_model
+from vggt.utils.geometry import unproject_depth_map_to_point_map
 from vggt.utils.load_fn import load_and_preprocess_images_with_transforms
 from vggt.utils.pose_enc import extri_intri_to_pose_encoding
 
@@ -53,6 +57,7 @@ def test_eval_co3d_on_synthetic_scenes_writes_a_report_with_provenance(scenes, t
         assert 0.0 <= report["mean"][key] <= 100.0
     assert report["mean"]["AUC30"] >= report["mean"]["AUC3"]
     assert report["mean"]["DepthAbsRel"] is not None and report["mean"]["DepthAbsRel"] >= 0
+    assert report["mean"]["PointOverall"] is not None and report["mean"]["PointOverall"] >= 0
     weights_file = tiny_weights / "model.safetensors"
     assert report["model"]["weights_sha256"] == hashlib.sha256(weights_file.read_bytes()).hexdigest()
     assert report["runtime"]["device"] == "cpu" and report["runtime"]["dtype"] == "float32"
@@ -81,8 +86,6 @@ def test_same_seed_gives_the_same_numbers_and_another_seed_other_frames(scenes, 
 
 
 def test_eval_custom_reads_the_custom_layout(scenes, tiny_weights, tmp_path):
-    from vggt.scenes.co3d_files import read_annotations, read_masked_depth
-
     annotations = read_annotations(scenes["annotation_dir"] / f"{CATEGORY}_test.jgz")
     root = tmp_path / "custom"
     for name, frames in annotations.items():
@@ -115,34 +118,57 @@ def test_eval_refuses_missing_annotations_with_a_hint(scenes, tiny_weights, tmp_
 
 
 class GroundTruthModel(torch.nn.Module):
-    """Predicts exactly the given cameras (through the pose encoding) and a constant depth."""
+    """Predicts a sequence's true cameras (through the pose encoding), a scaled copy of its true depth maps and its
+    true world points moved by a similarity. The scenes are 112x84 and evaluated at 112: model pixels are file
+    pixels."""
 
-    def __init__(self, extrinsics: np.ndarray):
+    def __init__(self, annotations: list[dict], co3d_dir: Path, image_paths: list[Path]):
         super().__init__()
-        self.extrinsics = torch.tensor(extrinsics, dtype=torch.float32)[None]
+        frames = {str(co3d_dir / frame["filepath"]): frame for frame in annotations}
+        chosen = [frames[str(path)] for path in image_paths]  # in the order the frames are fed
+        self.extrinsics = np.array([frame["extri"] for frame in chosen], dtype=np.float32)
+        self.intrinsics = np.array([frame["intri"] for frame in chosen], dtype=np.float32)
+        self.depth = np.stack(
+            [read_masked_depth(*depth_paths(co3d_dir, frame["filepath"])) for frame in chosen]
+        )  # fmt: skip
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         height, width = images.shape[-2:]
-        intrinsics = torch.tensor([[100.0, 0, width / 2], [0, 100.0, height / 2], [0, 0, 1]]).expand(
-            1, len(images), 3, 3
-        )
-        pose_enc = extri_intri_to_pose_encoding(self.extrinsics, intrinsics, (height, width))
-        return {"pose_enc": pose_enc, "depth": torch.ones(1, len(images), height, width, 1)}
+        assert (height, width) == self.depth.shape[1:]
+        extrinsics, intrinsics = torch.from_numpy(self.extrinsics)[None], torch.from_numpy(self.intrinsics)[None]
+        points = unproject_depth_map_to_point_map(self.depth, self.extrinsics, self.intrinsics)
+        moved = 3.0 * points @ np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]]).T + 2.0  # a similarity of the world
+        return {
+            "pose_enc": extri_intri_to_pose_encoding(extrinsics, intrinsics, (height, width)),
+            "depth": torch.from_numpy(self.depth * 7.0)[None, ..., None],
+            "world_points": torch.from_numpy(moved.astype(np.float32))[None],
+        }
 
 
-def test_a_model_that_predicts_the_ground_truth_scores_100(scenes):
-    from vggt.evaluation.sequences import select_co3d
-    from vggt.runtime import seed_everything
-
+def test_a_model_that_predicts_the_ground_truth_scores_perfectly(scenes):
     seed_everything(0)
     selection = select_co3d(scenes["co3d_dir"], scenes["annotation_dir"], [CATEGORY], NUM_FRAMES, 6, False)
+    annotations = read_annotations(scenes["annotation_dir"] / f"{CATEGORY}_test.jgz")
     group = GroupResult()
     for sequence in selection.sequences:
-        evaluate_sequence(
-            GroundTruthModel(sequence.extrinsics), sequence, torch.device("cpu"), torch.float32, 112, group
-        )
+        model = GroundTruthModel(annotations[sequence.name], scenes["co3d_dir"], sequence.image_paths)
+        evaluate_sequence(model, sequence, torch.device("cpu"), torch.float32, 112, group)
     summary = group.summary()
+    assert summary["pairs"] == SEQUENCES * 6
     assert summary["AUC3"] == pytest.approx(100.0) and summary["RotErrMedian"] < 0.1
+    assert summary["DepthAbsRel"] == pytest.approx(0.0, abs=1e-3) and summary["DepthDelta1.25"] == 1.0
+    assert summary["PointOverall"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_a_wrong_depth_order_is_caught(scenes):
+    # the same model fed frames in reverse order no longer matches: the wiring test above can fail
+    seed_everything(0)
+    sequence = select_co3d(scenes["co3d_dir"], scenes["annotation_dir"], [CATEGORY], NUM_FRAMES, 6, False).sequences[0]
+    annotations = read_annotations(scenes["annotation_dir"] / f"{CATEGORY}_test.jgz")
+    group = GroupResult()
+    model = GroundTruthModel(annotations[sequence.name], scenes["co3d_dir"], sequence.image_paths[::-1])
+    evaluate_sequence(model, sequence, torch.device("cpu"), torch.float32, 112, group)
+    assert group.summary()["AUC3"] < 100.0 and group.summary()["DepthAbsRel"] > 0.01
 
 
 def test_ground_truth_depth_is_sampled_at_the_model_pixels(tmp_path):
@@ -153,5 +179,5 @@ def test_ground_truth_depth_is_sampled_at_the_model_pixels(tmp_path):
     images, transforms = load_and_preprocess_images_with_transforms([tmp_path / "frame.png"], "crop", 28)
     assert images.shape[-2:] == (14, 28)
     depth = np.arange(28 * 56, dtype=np.float32).reshape(28, 56)
-    resampled = resample_depth(depth, transforms[0], 14, 28)
+    resampled = sample_at_model_pixels(depth, transforms[0], 14, 28)
     np.testing.assert_array_equal(resampled, depth[1::2, 1::2])

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-REPORT_METRICS = ("AUC30", "AUC15", "AUC5", "AUC3", "DepthAbsRel", "DepthDelta1.25")
+REPORT_METRICS = ("AUC30", "AUC15", "AUC5", "AUC3", "DepthAbsRel", "DepthDelta1.25", "PointOverall")
 TABLE_COLUMNS = ("sequences", "pairs", *REPORT_METRICS)
 
 
@@ -43,7 +43,11 @@ def markdown(report: dict[str, Any]) -> str:
         else:
             lines += ["Settings follow the published Co3D camera-pose protocol.", ""]
     lines += [*table_lines(report, markdown=True), ""]
-    lines += ["AUC in percent (higher is better); DepthAbsRel lower is better; DepthDelta1.25 is a fraction.", ""]
+    lines += [
+        "AUC in percent (higher is better); DepthAbsRel lower is better; DepthDelta1.25 is a fraction; PointOverall "
+        "(mean of accuracy and completeness, ground-truth units; both in the JSON) lower is better.",
+        "",
+    ]
     lines += ["## Provenance", ""]
     lines += [f"- model: `{model['source']}` (sha256 `{model['weights_sha256']}`), config `{model['config']}`"]
     lines += [f"- device: {runtime['device']} ({runtime['device_name']}), dtype {runtime['dtype']}, TF32 off"]

@@ -37,6 +37,7 @@ class EvalSequence:
     image_paths: list[Path]
     extrinsics: np.ndarray  # [K, 3, 4] ground-truth OpenCV camera-from-world, host double precision
     depth_readers: list[Callable[[], np.ndarray]] | None = None  # ground-truth depth [H, W] per frame (0 invalid)
+    intrinsics: np.ndarray | None = None  # [K, 3, 3] ground-truth pixel K of the files, where the annotations have it
 
 
 @dataclass
@@ -44,6 +45,15 @@ class Selection:
     sequences: list[EvalSequence] = field(default_factory=list)
     skipped: dict[str, list[str]] = field(default_factory=dict)  # group -> "sequence: reason" lines
     camera_formats: set[str] = field(default_factory=set)  # CO3D_TEST_FORMAT and / or CO3D_TRAINING_FORMAT
+
+
+def _co3d_intrinsics(frames: list[Any], ids: np.ndarray) -> np.ndarray | None:
+    """[K, 3, 3] "intri" of the drawn frames (training annotations), or None where a frame lacks a usable one."""
+    try:
+        intrinsics = np.stack([np.array(frames[i]["intri"], dtype=HOST_DTYPE) for i in ids])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return intrinsics if intrinsics.shape[1:] == (3, 3) and np.isfinite(intrinsics).all() else None
 
 
 def _co3d_camera(frame: Any, where: str) -> tuple[np.ndarray, float, str]:
@@ -124,6 +134,7 @@ def select_co3d(
                     depth_readers=[functools.partial(read_masked_depth, *files) for files in depth_files]
                     if has_depth
                     else None,
+                    intrinsics=_co3d_intrinsics(frames, ids),
                 )
             )
     return selection
@@ -147,6 +158,7 @@ def select_custom(root: Path, num_frames: int, min_frames: int) -> Selection:
                 image_paths=[frame.image_path for frame in chosen],
                 extrinsics=np.stack([np.array(frame.extrinsic, dtype=HOST_DTYPE) for frame in chosen]),
                 depth_readers=[functools.partial(_custom_depth, frame) for frame in chosen],
+                intrinsics=np.stack([np.array(frame.intrinsic, dtype=HOST_DTYPE) for frame in chosen]),
             )
         )
     return selection
