@@ -311,6 +311,8 @@ EVAL_OUTPUTS = """prints a table per category (co3d) or scene (custom) and the m
   AUC30, AUC15, AUC5, AUC3  pose accuracy in percent: per frame pair max(rotation error, translation-direction
                             error), AUC up to 30/15/5/3 degrees, pooled per category, averaged over categories
   DepthAbsRel, DepthDelta1.25   depth after per-frame median scaling, where ground-truth depth exists
+  PointOverall              point map vs true depth unprojected, after a similarity alignment (accuracy and
+                            completeness in the JSON), where intrinsics exist too and scipy is installed
 with --out DIR, also writes DIR/<dataset>_eval.json and DIR/<dataset>_eval.md (only these two files): the
 numbers, every protocol setting, the weights' sha256, device and dtype, and how the run departs from the
 published protocol."""
@@ -388,7 +390,7 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
         summary="Evaluate on your own posed RGB-D scenes (the custom training layout).",
         details=(
             "ROOT holds one folder per scene, each with a cameras.json or a COLMAP sparse/0 model plus images/ and\n"
-            "depths/ (the layout of `python -c 'import vggt.scenes.custom_layout as m; help(m)'`). Per scene\n"
+            "depths/ (the layout training reads; documented in vggt/scenes/custom_layout.py). Per scene\n"
             "NUM_FRAMES frames are drawn after seeding once, as in the Co3D protocol; each scene is one row.\n\n"
             + EVAL_OUTPUTS
         ),
