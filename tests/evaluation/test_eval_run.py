@@ -181,3 +181,29 @@ def test_ground_truth_depth_is_sampled_at_the_model_pixels(tmp_path):
     depth = np.arange(28 * 56, dtype=np.float32).reshape(28, 56)
     resampled = sample_at_model_pixels(depth, transforms[0], 14, 28)
     np.testing.assert_array_equal(resampled, depth[1::2, 1::2])
+
+
+def test_default_settings_with_test_annotations_and_bf16_follow_the_published_protocol():
+    from vggt.evaluation.pipeline import EvalOptions, differences_from_published
+    from vggt.evaluation.sequences import CO3D_TEST_FORMAT, CO3D_TRAINING_FORMAT, Selection
+
+    cpu = torch.device("cpu")  # bf16 is supported there, so it is the published dtype
+    published = Selection(camera_formats={CO3D_TEST_FORMAT})
+    assert differences_from_published(EvalOptions("co3d"), published, torch.bfloat16, cpu) == []
+    changed = EvalOptions("co3d", num_frames=8, seed=1, categories=("tv",), fast_eval=True)
+    mixed = Selection(camera_formats={CO3D_TEST_FORMAT, CO3D_TRAINING_FORMAT})
+    differences = " | ".join(differences_from_published(changed, mixed, torch.float16, cpu))
+    for departure in ("num-frames 8", "seed 1", "categories tv", "--fast-eval", "annotations", "dtype float16"):
+        assert departure in differences
+
+
+def test_bf16_evaluation_runs_and_leaves_other_files_in_out_alone(scenes, tiny_weights, tmp_path):
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    result = run_cli(*co3d_args(scenes, tiny_weights, out, "--dtype", "bfloat16"))
+    assert result.status == 0, result.stderr
+    report = json.loads((out / "co3d_eval.json").read_text())
+    assert report["runtime"]["dtype"] == "bfloat16"
+    assert not any(d.startswith("dtype") for d in report["differences_from_published"])
+    assert (out / "notes.txt").read_text() == "mine"
