@@ -15,17 +15,16 @@ Example: python benchmarks/bench_infer.py --config tiny --frames 1 2 8 --height 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import json
 import statistics
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from common import (
     MemoryProbe,
+    add_device_and_timing,
     add_threads_and_json,
     aligned_table,
     check_resolution,
@@ -33,16 +32,18 @@ from common import (
     environment_line,
     format_gib,
     int_at_least,
+    prepare_device,
     time_calls,
+    write_json,
 )
 
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
-from vggt.runtime import configure_process, resolve_device
+from vggt.runtime import autocast
+from vggt.runtime.precision import DTYPES
 from vggt.synthetic_weights import synthetic_model
 
 PRESETS = ("vggt_1b", "small_reference", "tiny")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PARTS = {"aggregator": ("aggregator",), "model": ("model",), "both": ("aggregator", "model")}
 SEED = 0
 
@@ -86,13 +87,6 @@ def make_inputs(
     scale = torch.tensor([width - 1, height - 1], dtype=images.dtype)
     points = torch.rand(batch, query_points, 2, generator=generator) * scale
     return images.to(device), points.to(device)
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """Autocast to `dtype` on `device`; float32 means the weights' own precision, so no autocast at all."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 # output ----------------------------------------------------------------------------------------
@@ -174,22 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--width", type=int_at_least(1), default=518, help="image width, a multiple of 14 (default: %(default)s)"
     )
     parser.add_argument("--batch", type=int_at_least(1), default=1, help="batch size B (default: %(default)s)")
-    parser.add_argument(
-        "--dtype",
-        choices=tuple(DTYPES),
-        default="float32",
-        help="autocast dtype; float32 runs without autocast (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--device",
-        default=None,
-        help="torch device name such as cpu, cuda:0 or npu:0 (default: an NPU, else a GPU, else the CPU)",
-    )
-    parser.add_argument(
-        "--warmup", type=int_at_least(0), default=1, help="untimed forwards before each row (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--repeats", type=int_at_least(1), default=3, help="timed forwards per row (default: %(default)s)"
+    add_device_and_timing(
+        parser, dtype_help="autocast dtype; float32 runs without autocast", timed="forwards", warmup=1, repeats=3
     )
     parser.add_argument(
         "--part",
@@ -214,13 +194,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     config = VGGTConfig.preset(args.config)
     patch = config.patch_size
     check_resolution(parser, args, patch)
-    try:
-        device = resolve_device(args.device)
-    except ValueError as err:
-        parser.error(f"--device: {err}")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    configure_process(device)  # the settings inference runs under (NPU binary kernels, TF32 / HF32)
+    device = prepare_device(parser, args)
     dtype = DTYPES[args.dtype]
 
     print(f"loading {args.config} with synthetic weights on {device} ...", file=sys.stderr)
@@ -243,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
             label = f"{part} S={frames} {args.height}x{args.width}"
             print(f"{label}:", file=sys.stderr)
             probe.start()
-            with torch.inference_mode(), autocast_context(device, dtype):
+            with torch.inference_mode(), autocast(device, dtype):
                 seconds = time_calls(forward, device, args.warmup, args.repeats, label)
             peak = probe.peak()
             over = None if peak is None or probe.baseline is None else peak - probe.baseline
@@ -275,10 +249,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
             f"(loaded-model baseline {format_gib(probe.baseline)} GiB); 'over model' is peak minus that baseline"
         )
     print(format_table(rows))
-    if args.json is not None:
-        payload = {"environment": env, "rows": [asdict(r) for r in rows]}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
+    write_json(args.json, env, rows)
     return rows
 
 

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import statistics
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from common import (
+    add_device_and_timing,
     add_threads_and_json,
     aligned_table,
     check_resolution,
@@ -32,13 +32,14 @@ from common import (
     environment_line,
     forced_backend,
     int_at_least,
+    prepare_device,
     time_calls,
+    write_json,
 )
 
 from vggt.config import VGGTConfig
 from vggt.layers.rope import RopeTables
-from vggt.runtime import configure_process, kernels, parse_dtype, peak_memory_bytes, reset_peak_memory, resolve_device
-from vggt.runtime.precision import DTYPES
+from vggt.runtime import kernels, parse_dtype, peak_memory_bytes, reset_peak_memory
 
 DEVICE_BACKENDS = {"cpu": ("torch", "cuda"), "cuda": ("torch", "cuda"), "npu": ("torch", "npu")}
 KERNEL_DESCRIPTIONS = {
@@ -304,16 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--width", type=int_at_least(1), default=518, help="image width, a multiple of 14 (default: %(default)s)"
     )
-    parser.add_argument(
-        "--dtype",
-        choices=tuple(DTYPES),
-        default="float32",
-        help="dtype of the input tensors; no autocast (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--device",
-        default=None,
-        help="torch device name such as cpu, cuda:0 or npu:0 (default: an NPU, else a GPU, else the CPU)",
+    add_device_and_timing(
+        parser, dtype_help="dtype of the input tensors; no autocast", timed="calls", warmup=2, repeats=10
     )
     parser.add_argument(
         "--backends",
@@ -322,12 +315,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="kernel backends to time, each valid for the device (default: all of them: cpu and cuda devices "
         "torch cuda, npu devices torch npu)",
-    )
-    parser.add_argument(
-        "--warmup", type=int_at_least(0), default=2, help="untimed calls before each timing (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--repeats", type=int_at_least(1), default=10, help="timed calls per timing (default: %(default)s)"
     )
     parser.add_argument(
         "--no-backward", action="store_true", help="time the forward only (no fwd+bwd timing, no grad diff)"
@@ -342,18 +329,12 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     args = parser.parse_args(argv)
     patch = VGGTConfig.vggt_1b().patch_size
     check_resolution(parser, args, patch)
-    try:
-        device = resolve_device(args.device)
-    except ValueError as err:
-        parser.error(f"--device: {err}")
+    device = prepare_device(parser, args)
     valid = DEVICE_BACKENDS[device.type]
     backends = list(dict.fromkeys(args.backends or valid))  # keeps the order given, drops repeats
     for backend in backends:
         if backend not in valid:
             parser.error(f"--backends {backend} does not run on {device}; there use {' or '.join(valid)}")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    configure_process(device)  # the settings the model runs under (on NPU: precompiled binary kernels)
     dtype = parse_dtype(args.dtype, device)
     shapes = Shapes.vggt_1b(args.frames, args.height, args.width)
     env = environment(device)
@@ -371,10 +352,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     for line in notes(device, backends, on_allocator=peak_memory_bytes(device) is not None):
         print(line)
     print(format_table(rows))
-    if args.json is not None:
-        payload = {"environment": env, "rows": [asdict(r) for r in rows]}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
+    write_json(args.json, env, rows)
     return rows
 
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import statistics
 import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from common import (
     format_gib,
     int_at_least,
     time_calls,
+    write_json,
 )
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
@@ -432,10 +432,7 @@ def main(argv: Sequence[str] | None = None) -> Row:
     for note in row.notes:
         print(f"# WARNING: {note}")
     print(format_table(row))
-    if args.json is not None:
-        payload = {"environment": env, "rows": [asdict(row)]}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
+    write_json(args.json, env, [row])
     return row
 
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: argument types, resolution checks, timing, memory, tables, environment.
+"""Helpers shared by the benchmark scripts: options, argument types, resolution checks, timing, memory, tables.
 
 The scripts import this file as `common`; running `python benchmarks/<script>.py` puts this folder
 first on sys.path, which is what makes that import work without packaging benchmarks/.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
+import json
 import os
 import platform
 import sys
@@ -19,10 +21,19 @@ from typing import Any
 
 import torch
 
-from vggt.runtime import device_name, kernels, peak_memory_bytes, reset_peak_memory, synchronize
+from vggt.runtime import (
+    configure_process,
+    device_name,
+    kernels,
+    peak_memory_bytes,
+    reset_peak_memory,
+    resident_memory_bytes,
+    resolve_device,
+    synchronize,
+)
+from vggt.runtime.precision import DTYPES
 
 GIB = 1024**3
-PROC_STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
@@ -72,6 +83,41 @@ def add_threads_and_json(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_device_and_timing(
+    parser: argparse.ArgumentParser, dtype_help: str, timed: str, warmup: int, repeats: int
+) -> None:
+    """The --device, --dtype, --warmup and --repeats options; `timed` names what is timed ("forwards", "calls")."""
+    parser.add_argument(
+        "--dtype", choices=tuple(DTYPES), default="float32", help=f"{dtype_help} (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device name such as cpu, cuda:0 or npu:0 (default: an NPU, else a GPU, else the CPU)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int_at_least(0),
+        default=warmup,
+        help=f"untimed {timed} before each timing (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeats", type=int_at_least(1), default=repeats, help=f"timed {timed} per timing (default: %(default)s)"
+    )
+
+
+def prepare_device(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.device:
+    """--device resolved (a usage error if it is not usable), --threads applied, the process configured for it."""
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        parser.error(f"--device: {err}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    configure_process(device)  # the settings the model runs under (NPU binary kernels, TF32 / HF32)
+    return device
+
+
 def time_calls(
     call: Callable[[], Any], device: torch.device, warmup: int, repeats: int, label: str | None = None
 ) -> list[float]:
@@ -112,16 +158,6 @@ def forced_backend(backend: str) -> Iterator[None]:
 
 
 # memory ----------------------------------------------------------------------------------------
-def _proc_status_bytes(field: str) -> int | None:
-    """A "kB" field of /proc/self/status (VmRSS, VmHWM) in bytes; None where procfs is missing."""
-    if not PROC_STATUS.is_file():
-        return None
-    for line in PROC_STATUS.read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
 def _ru_maxrss_bytes() -> int | None:
     """getrusage's lifetime peak RSS in bytes; None where the resource module does not exist (Windows)."""
     try:
@@ -147,12 +183,12 @@ class MemoryProbe:
     def __init__(self, device: torch.device):
         self.device = device
         self.on_allocator = peak_memory_bytes(device) is not None
-        self.resets_rss = not self.on_allocator and _proc_status_bytes("VmHWM") is not None and _reset_vmhwm()
+        self.resets_rss = not self.on_allocator and resident_memory_bytes(peak=True) is not None and _reset_vmhwm()
         if self.on_allocator:
             self.kind = "allocator peak"
         elif self.resets_rss:
             self.kind = "RSS peak (VmHWM, reset per row)"
-        elif _proc_status_bytes("VmHWM") is not None:
+        elif resident_memory_bytes(peak=True) is not None:
             self.kind = "RSS peak (VmHWM, process lifetime)"
         elif _ru_maxrss_bytes() is not None:
             self.kind = "RSS peak (ru_maxrss, process lifetime)"
@@ -166,7 +202,7 @@ class MemoryProbe:
         if self.on_allocator:
             reset_peak_memory(self.device)  # the peak restarts at what is allocated now
             return peak_memory_bytes(self.device)
-        rss = _proc_status_bytes("VmRSS")
+        rss = resident_memory_bytes()
         return rss if rss is not None else _ru_maxrss_bytes()
 
     def start(self) -> None:
@@ -181,7 +217,7 @@ class MemoryProbe:
         """The peak since start() (or since process start, for lifetime kinds)."""
         if self.on_allocator:
             return peak_memory_bytes(self.device)
-        hwm = _proc_status_bytes("VmHWM")
+        hwm = resident_memory_bytes(peak=True)
         return hwm if hwm is not None else _ru_maxrss_bytes()
 
 
@@ -197,6 +233,15 @@ def aligned_table(header: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
     lines = [" | ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in [header, *cells]]
     lines.insert(1, "-+-".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def write_json(path: Path | None, env: dict[str, Any], rows: Sequence[Any]) -> None:
+    """--json: the environment and the rows (dataclass instances) into `path`; nothing when it is None."""
+    if path is None:
+        return
+    payload = {"environment": env, "rows": [dataclasses.asdict(row) for row in rows]}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path}", file=sys.stderr)
 
 
 def environment(device: torch.device) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import torch
 from tests.helpers import FIXTURES, assert_tracks_within_reference_tolerance, assert_within_reference_tolerance
 from vggt import runtime
 from vggt.config import VGGTConfig
-from vggt.runtime import kernels
+from vggt.runtime import kernels, reference
 from vggt.synthetic_weights import synthetic_model
 
 DEVICE = runtime.default_device()
@@ -31,11 +31,11 @@ def test_device_kernels_match_the_torch_reference_on_the_device():
     assert kernels.backend_for(torch.zeros(1, device=DEVICE)) == DEVICE.type
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 16, 300, 64, generator=g).to(DEVICE) for _ in range(3))
-    torch.testing.assert_close(kernels.attention(q, k, v), kernels.torch_attention(q, k, v), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(kernels.attention(q, k, v), reference.attention(q, k, v), rtol=1e-3, atol=1e-3)
     cos, sin = torch.rand(1, 1, 300, 32, generator=g).to(DEVICE), torch.rand(1, 1, 300, 32, generator=g).to(DEVICE)
     x = q[..., :32]
-    torch.testing.assert_close(kernels.rotary_mul(x, cos, sin), kernels.torch_rotary_mul(x, cos, sin))
-    torch.testing.assert_close(kernels.gelu(q), kernels.torch_gelu(q), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(kernels.rotary_mul(x, cos, sin), reference.rotary_mul(x, cos, sin))
+    torch.testing.assert_close(kernels.gelu(q), reference.gelu(q), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(

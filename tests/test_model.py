@@ -107,6 +107,19 @@ def test_frame_chunking_does_not_change_outputs(tiny_model, images, query_points
     assert_same_predictions(chunked, whole, ("depth", "depth_conf", "world_points", "track", "vis"))
 
 
+def test_negative_frames_chunk_size_is_rejected_by_the_model_and_the_heads(tiny_model, images, query_points):
+    with pytest.raises(ValueError, match="frames_chunk_size must be a positive number of frames.*got -2"):
+        tiny_model(images, query_points=query_points, frames_chunk_size=-2)
+    with torch.no_grad():
+        tokens, patch_start_idx = tiny_model.aggregator(images[None])
+    for call in (
+        lambda: tiny_model.depth_head(tokens, images[None], patch_start_idx, frames_chunk_size=-1),
+        lambda: tiny_model.track_head(tokens, images[None], patch_start_idx, query_points[None], frames_chunk_size=-1),
+    ):
+        with pytest.raises(ValueError, match="got -1"):
+            call()
+
+
 def test_aggregator_keeps_only_layers_the_heads_read(tiny_model, images):
     with torch.no_grad():
         tokens, patch_start_idx = tiny_model.aggregator(images[None])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -86,6 +87,24 @@ def test_cpu_has_no_allocator_statistics_but_a_name():
     runtime.reset_peak_memory(CPU)
     runtime.synchronize(CPU)
     assert runtime.device_name(CPU)
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="no Linux procfs")
+def test_resident_memory_agrees_with_statm_and_grows_with_a_touched_buffer():
+    page = os.sysconf("SC_PAGE_SIZE")
+    statm_resident = int(Path("/proc/self/statm").read_text().split()[1]) * page  # an independent reading
+    rss = runtime.resident_memory_bytes()
+    assert abs(rss - statm_resident) < 16 * 2**20
+    buffer = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, every page written
+    grown = runtime.resident_memory_bytes()
+    assert grown - rss > 60 * 2**20
+    assert runtime.resident_memory_bytes(peak=True) >= grown
+    del buffer
+
+
+def test_resident_memory_is_none_without_procfs(monkeypatch, tmp_path):
+    monkeypatch.setattr(device_module, "PROC_STATUS", tmp_path / "missing")
+    assert runtime.resident_memory_bytes() is None and runtime.resident_memory_bytes(peak=True) is None
 
 
 # process settings ------------------------------------------------------------------------------

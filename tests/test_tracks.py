@@ -9,7 +9,7 @@ import torch
 
 from training.data.base import unproject
 from training.data.tracks import build_tracks
-from training.loss import MultitaskLoss
+from training.loss import TrackLossConfig, track_loss
 
 HEIGHT, WIDTH = 40, 60
 FOCAL, PLANE_DEPTH, BASELINE = 50.0, 2.0, 0.4
@@ -121,9 +121,36 @@ def test_a_sample_without_positives_gives_empty_non_positive_tracks():
     assert torch.equal(out["tracks"], torch.zeros(3, 8, 2))
 
 
-def test_built_tracks_give_zero_track_loss_for_a_perfect_tracker():
-    out = build_tracks(_plane_scene(), num_tracks=64, rng=np.random.default_rng(2))
-    batch = {key: value[None] for key, value in out.items()}
-    vis = batch["track_vis_mask"].float()
-    predictions = {"track": batch["tracks"].clone(), "vis": vis, "conf": torch.ones_like(vis)}
-    assert MultitaskLoss(track={})(predictions, batch)["loss_track"].item() == 0.0
+def _bce(prob: np.ndarray, target: np.ndarray) -> np.ndarray:
+    return -(target * np.log(prob) + (1 - target) * np.log(1 - prob))
+
+
+def test_track_loss_of_built_tracks_matches_a_numpy_computation_over_their_masks():
+    """Predictions off the built GT by random offsets: the loss terms equal masked means computed here by hand."""
+    out = _all_tracks(_plane_scene())
+    gt = out["tracks"].numpy().astype(np.float64)
+    visible, positive = out["track_vis_mask"].numpy(), out["track_positive_mask"].numpy()
+    assert 0 < visible[:, positive].mean() < 1  # the occluder and the border hide some positives in some frames
+    assert 0 < positive.mean() < 1  # and the slots past the positives are padding
+    rng = np.random.default_rng(3)
+    offsets = [rng.uniform(-6, 6, gt.shape) for _ in range(2)]  # two tracker iterations; |offset| straddles 3 px
+    vis_prob, conf_prob = rng.uniform(0.05, 0.95, (2, *visible.shape))
+    predictions = {
+        "track_list": [torch.from_numpy(gt + o).float()[None] for o in offsets],
+        "vis": torch.from_numpy(vis_prob).float()[None],
+        "conf": torch.from_numpy(conf_prob).float()[None],
+    }
+    predictions["track"] = predictions["track_list"][-1]
+    cfg = {"gamma": 0.8, "conf_threshold": 3.0}
+    terms = track_loss(predictions, {key: value[None] for key, value in out.items()}, TrackLossConfig(**cfg))
+
+    supervised = visible & positive[None, :]  # [S, N]
+    per_iteration_l1 = [np.abs(o).mean(axis=-1)[supervised].mean() for o in offsets]
+    expected_track = (cfg["gamma"] * per_iteration_l1[0] + per_iteration_l1[1]) / 2
+    all_frames_of_positives = np.broadcast_to(positive[None, :], visible.shape)
+    expected_vis = _bce(vis_prob, visible.astype(np.float64))[all_frames_of_positives].mean()
+    accurate = (np.linalg.norm(offsets[-1], axis=-1) < cfg["conf_threshold"]).astype(np.float64)
+    expected_conf = _bce(conf_prob, accurate)[supervised].mean()
+    assert terms["loss_track"].item() == pytest.approx(expected_track, rel=1e-5)
+    assert terms["loss_vis"].item() == pytest.approx(expected_vis, rel=1e-5)
+    assert terms["loss_track_conf"].item() == pytest.approx(expected_conf, rel=1e-5)

@@ -17,7 +17,7 @@ from tests.helpers import read_keys_tsv
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
 from vggt.synthetic_weights import synthetic_state_dict
-from vggt.weights import WeightsMismatchError, build_model, load_weights
+from vggt.weights import WeightsMismatchError, build_on_meta_device, load_weights
 
 REPO_ID = "acme/tiny-vggt"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -41,7 +41,7 @@ def vggt_1b_keys() -> list[tuple[str, tuple[int, ...]]]:
 @pytest.fixture(scope="module")
 def vggt_1b_meta() -> VGGT:
     """VGGT-1B on the meta device; read-only for the tests that share it."""
-    return build_model(VGGTConfig())
+    return build_on_meta_device(VGGT, VGGTConfig())
 
 
 @pytest.fixture
@@ -287,7 +287,7 @@ def test_vggt_1b_has_1_256_537_516_parameters(vggt_1b_meta: VGGT) -> None:
 
 
 def test_vggt_1b_loads_reference_shaped_tensors_strictly_with_assign(vggt_1b_keys) -> None:
-    model = build_model(VGGTConfig())
+    model = build_on_meta_device(VGGT, VGGTConfig())
     state = {key: torch.empty(shape, device="meta") for key, shape in vggt_1b_keys}
 
     incompatible = model.load_state_dict(state, strict=True, assign=True)  # raises on a missing or misshaped key
@@ -296,7 +296,7 @@ def test_vggt_1b_loads_reference_shaped_tensors_strictly_with_assign(vggt_1b_key
 
 
 def test_mask_token_stays_frozen_after_loading(vggt_1b_keys) -> None:
-    model = build_model(VGGTConfig())
+    model = build_on_meta_device(VGGT, VGGTConfig())
 
     load_weights(model, {key: torch.empty(shape, device="meta") for key, shape in vggt_1b_keys})
 

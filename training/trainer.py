@@ -41,7 +41,7 @@ from vggt.weights import WeightsMismatchError, load_weights, read_state_dict
 CKPT_DIR = "ckpts"
 
 
-def build_model(model_cfg: DictConfig) -> VGGT:
+def model_from_training_config(model_cfg: DictConfig) -> VGGT:
     """VGGT from `model.config` (a preset name or a dict of VGGTConfig fields) and the head switches."""
     base = model_cfg.config
     config = VGGTConfig.preset(base) if isinstance(base, str) else VGGTConfig.from_dict(dict(base))
@@ -84,7 +84,7 @@ class Trainer:
             f"world size {self.dist.world_size}"
         )
 
-        self.model = build_model(cfg.model)
+        self.model = model_from_training_config(cfg.model)
         if cfg.model.init_weights:
             self.load_initial_weights(cfg.model.init_weights)
         self.frozen = freeze(self.model, list(cfg.optim.frozen))

@@ -16,6 +16,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from vggt.evaluation.pipeline import EvalOptions, run_evaluation
+from vggt.evaluation.report import table_lines
+from vggt.models.vggt import VGGT
+from vggt.predict.bundle_adjust import BundleAdjustmentOptions
+from vggt.predict.pipeline import PredictOptions, parse_exports, predict
+from vggt.predict.viewer import serve
+from vggt.scenes.co3d_files import SEEN_CATEGORIES
+from vggt.weights import convert_checkpoint, read_config_json, verify_weights
+
 Handler = Callable[[argparse.Namespace], int]
 
 EXIT_STATUSES = """exit status:
@@ -64,8 +73,6 @@ def add_convert(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from vggt.weights import convert_checkpoint  # imported here so that `vggt --help` does not load torch
-
     dst = Path(args.dst)
     count = convert_checkpoint(args.src, dst)
     print(f"converted {count} tensors ({dst.stat().st_size / 1e6:.1f} MB) to {dst}")
@@ -111,9 +118,7 @@ def add_verify_weights(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_verify_weights(args: argparse.Namespace) -> int:
-    from vggt.weights import verify_weights
-
-    report = verify_weights(args.path, config=config_argument(args.config))
+    report = verify_weights(VGGT, args.path, config=config_argument(args.config))
     print(json.dumps({**report.to_dict(), "ok": report.ok}, indent=2))
     if report.ok:
         return 0
@@ -125,27 +130,29 @@ def config_argument(value: str | None) -> str | dict[str, Any] | None:
     """--config: a path ending in .json becomes its contents; anything else is a preset name."""
     if value is None or not value.endswith(".json"):
         return value
-    from vggt.weights import read_config_json
-
     return read_config_json(Path(value))
 
 
 # predict ---------------------------------------------------------------------------------------
-PREDICT_OUTPUTS = """writes into OUT (a new or empty directory; --overwrite replaces it whole):
+PREDICT_OUTPUTS = """writes into OUT (created if missing; anything else in it is left alone):
   predictions.npz  upstream's keys (pose_enc, depth [S,H,W,1], depth_conf, world_points, world_points_conf,
                    images [S,3,H,W]; track/vis/conf with --query-points) plus extrinsic [S,3,4]
                    (camera-from-world, OpenCV), intrinsic [S,3,3] (model pixels), world_points_from_depth,
                    intrinsic_original (original-image pixels), original_size, preprocess_scale,
-                   preprocess_offset, content_box, image_names
+                   preprocess_offset, content_box, image_names, camera_valid [S] (False: no usable
+                   camera; such frames are left out of every camera-dependent output, with a warning)
   depth/, confidence/  colour-mapped PNGs per frame at the model's resolution     (--export depth)
   points.ply       binary PLY of the confidence-filtered coloured points          (--export ply)
   scene.glb        points and camera frustums, glTF y-up axes                     (--export glb)
   sparse/          COLMAP cameras.bin, images.bin, points3D.bin at the original
                    resolution (PINHOLE camera per image)                          (--export colmap)
   preview/         points.png (software render) and frames.png                    (--export preview)
-  images/          the sampled frames (video input only)
+  video_frames/    the sampled frames (video input only)
+  vggt_predict_manifest.json  what this run wrote (the proof that predict may replace it)
 Points live in the first camera's frame (OpenCV axes: x right, y down, z forward); scale is arbitrary.
-Nothing is written if any step fails."""
+OUT may be your scene folder (e.g. beside images/): predict only ever replaces entries its manifest records
+and that are unchanged since; an entry of one of its names that it did not write (your sparse/) stops the
+run before any work, with or without --overwrite. If any step fails, OUT is left as it was."""
 
 
 def add_model_arguments(group: argparse._ArgumentGroup) -> None:
@@ -211,7 +218,11 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
         help="a folder of images, image files, or one video (.mp4, .mov, .avi, .mkv, .webm, ...)",
     )
     io.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (created)")
-    io.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
+    io.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace every output an earlier run recorded in OUT (stale exports included); your files stay",
+    )
     io.add_argument(
         "--export",
         default="all",
@@ -237,6 +248,13 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="track these pixels of the first image: a .npy [N, 2] or a text file of 'x y' lines, in pixels of "
         "the original image (as an image viewer shows them); adds track/vis/conf and track_original to the npz",
+    )
+
+    model.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop with an error when a frame's predicted camera is unusable (field of view not positive or a "
+        "non-finite entry); by default such frames are left out of the outputs that need a camera, with a warning",
     )
 
     points = parser.add_argument_group("point clouds and COLMAP")
@@ -276,9 +294,6 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from vggt.predict.bundle_adjust import BundleAdjustmentOptions
-    from vggt.predict.pipeline import PredictOptions, parse_exports, predict
-
     ba = None
     if args.ba:
         ba = BundleAdjustmentOptions(args.query_frames, args.max_query_points, args.vis_thresh, args.max_reproj_error)
@@ -299,6 +314,7 @@ def run_predict(args: argparse.Namespace) -> int:
         max_colmap_points=args.max_colmap_points,
         ba=ba,
         overwrite=args.overwrite,
+        strict=args.strict,
     )
     with readable_warnings("predict"):
         summary = predict(options)
@@ -402,10 +418,6 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from vggt.evaluation.pipeline import EvalOptions, run_evaluation
-    from vggt.evaluation.report import table_lines
-    from vggt.scenes.co3d_files import SEEN_CATEGORIES
-
     options = EvalOptions(
         dataset=args.dataset,
         model=args.model,
@@ -467,8 +479,6 @@ def add_view(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_view(args: argparse.Namespace) -> int:
-    from vggt.predict.viewer import serve
-
     serve(args.out_dir, args.host, args.port, args.conf_threshold, args.max_points)
     return 0
 

@@ -1,8 +1,11 @@
-"""Deterministic synthetic weights: the reference fixtures' procedure, key by key.
+"""Deterministic synthetic weights for any architecture, without a download: a public tool.
 
-Each tensor is drawn from a generator seeded with crc32(key), so any implementation with the
-same keys and shapes gets the same numbers. Used by the parity tests and the benchmarks in
-place of the (non-downloadable here) official weights.
+Each tensor is drawn from a generator seeded with crc32(key) (the procedure upstream's reference
+fixtures were made with), so any implementation with the same keys and shapes gets the same numbers.
+What it is for: checking a port, a device or a kernel backend against those fixtures; benchmarking
+with the real shapes where the checkpoint cannot be downloaded (benchmarks/); smoke-testing
+`vggt predict` end to end (`synthetic_model(config).save_pretrained(dir)`, then `--model dir`).
+The numbers are not trained: the outputs are well-scaled but meaningless.
 """
 
 from __future__ import annotations
@@ -10,13 +13,12 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from vggt.config import VGGTConfig
-    from vggt.models.vggt import VGGT
+from vggt.config import VGGTConfig
+from vggt.models.vggt import VGGT
+from vggt.weights import build_on_meta_device, load_weights
 
 
 def synthetic_tensor(key: str, shape: Iterable[int]) -> torch.Tensor:
@@ -41,8 +43,6 @@ def synthetic_state_dict(shapes: Mapping[str, Iterable[int]]) -> dict[str, torch
 
 def synthetic_model(config: VGGTConfig) -> VGGT:
     """VGGT of `config` holding the synthetic weights (built without a random init), in eval mode."""
-    from vggt.weights import build_model, load_weights
-
-    model = build_model(config)
+    model = build_on_meta_device(VGGT, config)
     load_weights(model, synthetic_state_dict({k: v.shape for k, v in model.state_dict().items()}))
     return model.eval()

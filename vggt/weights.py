@@ -1,7 +1,9 @@
 """Weights: read .safetensors / .pt files and Hugging Face repos, load with a report, convert, verify.
 
 Models are built on the meta device and the checkpoint tensors are assigned in place, so loading
-VGGT-1B costs no random initialisation and no second copy of the weights.
+VGGT-1B costs no random initialisation and no second copy of the weights. Nothing here names the model
+class: the functions that build one take it (`VGGT.from_pretrained` passes itself), so the model
+module imports this one and never the reverse.
 """
 
 from __future__ import annotations
@@ -149,10 +151,8 @@ def compare_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], sour
     return LoadReport(str(source), len(state), loaded, missing, unexpected, mismatch, absent)
 
 
-def build_model(config: VGGTConfig, model_cls: type[nn.Module] | None = None) -> nn.Module:
-    """A model whose parameters live on the meta device: no memory, no random init."""
-    if model_cls is None:
-        from vggt.models.vggt import VGGT as model_cls
+def build_on_meta_device(model_cls: type[nn.Module], config: VGGTConfig) -> nn.Module:
+    """`model_cls(config=config)` with its parameters on the meta device: no memory, no random init."""
     with torch.device("meta"):
         return model_cls(config=config)
 
@@ -287,7 +287,7 @@ def load_pretrained(
     if model_kwargs:
         cfg = VGGTConfig.from_dict({**cfg.to_dict(), **model_kwargs})
     state = read_state_dict(weights_path)
-    model = build_model(cfg, model_cls)
+    model = build_on_meta_device(model_cls, cfg)
     fit = compare_state_dict(model, state)
     if not strict and (fit.missing or fit.shape_mismatch):
         model = model_cls(config=cfg)  # tensors the checkpoint cannot fill keep a real random init
@@ -327,11 +327,13 @@ def convert_checkpoint(src: str | Path, dst: str | Path) -> int:
     return len(state)
 
 
-def verify_weights(path: str | Path, config: VGGTConfig | dict[str, Any] | str | None = None) -> LoadReport:
-    """Compare a weights file, directory or repo against a model of `config` without loading it."""
+def verify_weights(
+    model_cls: type[nn.Module], path: str | Path, config: VGGTConfig | dict[str, Any] | str | None = None
+) -> LoadReport:
+    """Compare a weights file, directory or repo against `model_cls` of `config` without loading it."""
     weights_path, json_config = resolve_source(path)
     if config is not None:
         cfg = as_config(config)
     else:
         cfg = config_from_json(json_config) if json_config is not None else VGGTConfig()
-    return compare_state_dict(build_model(cfg), read_state_dict(weights_path), str(weights_path))
+    return compare_state_dict(build_on_meta_device(model_cls, cfg), read_state_dict(weights_path), str(weights_path))

@@ -64,7 +64,7 @@ def test_adjustment_makes_exact_tracks_reproject_exactly_from_perturbed_cameras(
     tracks = TrackSet(
         xyz + rng.normal(0, 0.03, xyz.shape), np.zeros((300, 3), np.uint8), uv, np.ones((4, 300), dtype=bool)
     )
-    predictions = {"extrinsic": noisy, "intrinsic": np.stack([K] * 4)}
+    predictions = {"extrinsic": noisy, "intrinsic": np.stack([K] * 4), "camera_valid": np.ones(4, dtype=bool)}
 
     reconstruction, points, before, after = adjust_tracks(
         tracks, predictions, [TRANSFORM] * 4, ["a.png", "b.png", "c.png", "d.png"], max_error=8.0

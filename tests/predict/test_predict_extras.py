@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import vggt
 from tests.predict.conftest import predict_args, run_cli, tiny_model_with_plausible_cameras
 from training.utils.checkpoint import rng_state, save_atomic
 
 OPTIONAL = ("trimesh", "scipy", "pycolmap", "viser", "av", "matplotlib")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -22,22 +23,31 @@ def no_optional_packages(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, name, None)
 
 
-def test_the_predict_modules_import_without_optional_packages(no_optional_packages, monkeypatch) -> None:
-    ours = [name for name in sys.modules if name == "vggt.cli" or name.startswith("vggt.predict")]
-    for name in ours:
-        monkeypatch.delitem(sys.modules, name)  # imported afresh below; the originals come back afterwards
-    for attribute in ("cli", "predict"):  # a fresh import rebinds these on the package: restore them too
-        if hasattr(vggt, attribute):
-            monkeypatch.setattr(vggt, attribute, getattr(vggt, attribute))
-    for name in ("vggt.cli", "vggt.predict.pipeline", "vggt.predict.viewer"):
-        importlib.import_module(name)
+def test_importing_the_cli_and_every_predict_module_loads_no_optional_package() -> None:
+    """Optional packages are imported lazily, by the export that needs them; a fresh interpreter, where nothing
+    else has loaded them yet, shows whether importing our modules did."""
+    code = "\n".join(
+        (
+            "import importlib, pkgutil, sys",
+            "import vggt.cli, vggt.predict",
+            "for module in pkgutil.iter_modules(vggt.predict.__path__, 'vggt.predict.'):",
+            "    importlib.import_module(module.name)",
+            f"print(sorted(set({OPTIONAL!r}) & set(sys.modules)))",
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"imported at module level: {result.stdout.strip()}"
 
 
 def test_core_exports_work_without_optional_packages(tmp_path, tiny_weights, scene_images, no_optional_packages):
     out = tmp_path / "new" / "parents" / "out"
     result = run_cli(*predict_args(scene_images, out, tiny_weights, "--export", "depth,ply,preview"))
     assert result.status == 0, result.stderr
-    assert {p.name for p in out.iterdir()} == {"predictions.npz", "depth", "confidence", "points.ply", "preview"}
+    written = {"predictions.npz", "depth", "confidence", "points.ply", "preview", "vggt_predict_manifest.json"}
+    assert {p.name for p in out.iterdir()} == written
     assert [p.name for p in out.parent.iterdir()] == ["out"]  # no staging directory left in the new parents
 
 

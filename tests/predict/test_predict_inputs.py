@@ -40,13 +40,14 @@ def test_an_unknown_export_format_is_refused_listing_the_known_ones(tmp_path, ti
     assert_nothing_written(tmp_path / "out")
 
 
-def test_a_non_empty_output_is_kept_unless_overwrite_is_given(tmp_path, tiny_weights, scene_images) -> None:
+def test_files_of_other_names_in_the_output_are_left_alone_without_overwrite(tmp_path, tiny_weights, scene_images):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     result = run_cli(*predict_args(scene_images, out, tiny_weights, "--export", "none"))
-    assert result.status == 2 and "--overwrite" in result.stderr
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert result.status == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "predictions.npz", "vggt_predict_manifest.json"]
+    assert (out / "keep.txt").read_text() == "mine"
 
 
 def test_ba_without_the_colmap_export_is_refused(tmp_path, tiny_weights, scene_images) -> None:
@@ -146,7 +147,7 @@ def test_a_video_is_sampled_at_the_requested_rate(tmp_path, tiny_weights, scene_
         result = run_cli(*predict_args(video, out, tiny_weights, "--fps", "2", "--export", "none"))
 
     assert result.status == 0, result.stderr
-    extracted = sorted(p.name for p in (out / "images").iterdir())
+    extracted = sorted(p.name for p in (out / "video_frames").iterdir())
     assert extracted == [f"frame_{i:06d}.png" for i in range(1, 7)]  # 2 per second over 3 seconds
     with np.load(out / "predictions.npz") as data:
         assert list(data["image_names"]) == extracted

@@ -6,6 +6,7 @@ The run: 3 synthetic 160x120 views, tiny model with synthetic weights, crop mode
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.predict.conftest import SCENE_SIZE, CliResult
+from vggt.predict.ownership import MANIFEST_NAME
 
 pycolmap = pytest.importorskip("pycolmap")
 trimesh = pytest.importorskip("trimesh")
@@ -198,7 +200,9 @@ def test_previews_are_small_pngs_showing_something(predicted) -> None:
 def test_summary_names_every_output_and_the_output_holds_nothing_else(predicted) -> None:
     out, result = predicted
     expected = {"predictions.npz", "depth", "confidence", "points.ply", "scene.glb", "sparse", "preview"}
-    assert {p.name for p in out.iterdir()} == expected
+    assert {p.name for p in out.iterdir()} == expected | {MANIFEST_NAME}
     for name in expected:
         assert name in result.stdout
+    with open(out / MANIFEST_NAME) as manifest:
+        assert set(json.load(manifest)["entries"]) == expected  # every output is recorded as predict's
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging directory left

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from training.utils.distributed import all_reduce_mean
+from vggt.runtime import resident_memory_bytes
 
 LOGGER = logging.getLogger("training")
 
@@ -113,13 +114,9 @@ def format_line(
 
 
 def process_memory_gb() -> float:
-    """Resident memory of this process in GB (Linux /proc; 0 where unavailable), for CPU runs."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024 / 1e9
-    return 0.0
+    """Resident memory of this process in GB (0 where the OS does not report it), for CPU runs."""
+    rss = resident_memory_bytes()
+    return 0.0 if rss is None else rss / 1e9
 
 
 class TensorBoard:

@@ -19,6 +19,15 @@ POS_EMBED_RATIO = 0.1
 POS_EMBED_BASE = 100.0
 
 
+def check_frames_chunk_size(frames_chunk_size: int | None) -> None:
+    """Raise unless `frames_chunk_size` is None or 0 (all frames at once) or a positive frame count."""
+    if frames_chunk_size is not None and frames_chunk_size < 0:
+        raise ValueError(
+            f"frames_chunk_size must be a positive number of frames per chunk, or None / 0 for all frames at once, "
+            f"got {frames_chunk_size}"
+        )
+
+
 def upsample(x: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
     """Bilinear resize (align_corners=True) to `size`, or x2 when no size is given."""
     if size is None:
@@ -123,6 +132,7 @@ class DPTHead(nn.Module):
         Returns features [B, S, F, H/r, W/r] when `feature_only`, else
         (values [B, S, H, W, output_dim - 1], confidence [B, S, H, W]).
         """
+        check_frames_chunk_size(frames_chunk_size)
         S = images.shape[1]
         step = S if not frames_chunk_size or frames_chunk_size >= S else frames_chunk_size
         chunks = [

@@ -11,10 +11,11 @@ from torch import nn
 
 from vggt.config import VGGTConfig
 from vggt.heads.camera_head import CameraHead
-from vggt.heads.dpt_head import DPTHead
+from vggt.heads.dpt_head import DPTHead, check_frames_chunk_size
 from vggt.heads.track_head import TrackHead
 from vggt.models.aggregator import Aggregator
 from vggt.runtime import autocast_disabled
+from vggt.weights import load_pretrained, save_model
 
 
 class VGGT(nn.Module, PyTorchModelHubMixin):
@@ -90,6 +91,7 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         also the (batched) input images.
         """
         images, query_points = self.check_inputs(images, query_points)
+        check_frames_chunk_size(frames_chunk_size)  # before the aggregator's work, not after it
         tokens, patch_start_idx = self.aggregator(images)
         predictions: dict[str, Any] = {}
         # camera, depth and point heads run in float32 whatever autocast the caller set (as upstream)
@@ -198,8 +200,6 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         is strict: missing, unexpected or mis-shaped keys raise with a readable report.
         Honours the Hugging Face cache and offline mode (HF_HUB_OFFLINE=1).
         """
-        from vggt.weights import load_pretrained
-
         return load_pretrained(
             cls,
             pretrained_model_name_or_path,
@@ -218,6 +218,4 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Called by `save_pretrained`: weights as model.safetensors plus our config.json."""
-        from vggt.weights import save_model
-
         save_model(self, Path(save_directory))

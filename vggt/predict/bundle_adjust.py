@@ -69,8 +69,11 @@ def collect_tracks(
     dtype: torch.dtype,
     frames_chunk_size: int,
 ) -> tuple[TrackSet, list[int]]:
-    """Steps 1-3: tracks from `query_frame_count` frames, `max_query_points` queries in all. images [S, 3, H, W]."""
-    query_frames = select_query_frames(predictions["extrinsic"], query_frame_count)
+    """Steps 1-3: tracks from `query_frame_count` frames, `max_query_points` queries in all. images [S, 3, H, W].
+
+    Only frames with a usable camera (predictions["camera_valid"]) query or see a track."""
+    cameras = np.flatnonzero(predictions["camera_valid"])
+    query_frames = [int(cameras[i]) for i in select_query_frames(predictions["extrinsic"][cameras], query_frame_count)]
     per_frame = max(1, max_query_points // len(query_frames))
     frames, height, width = valid.shape
     parts = []
@@ -82,7 +85,7 @@ def collect_tracks(
         u, v = np.rint(uv[..., 0]).astype(np.int64), np.rint(uv[..., 1]).astype(np.int64)
         inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
         on_content = inside & valid[np.arange(frames)[:, None], v.clip(0, height - 1), u.clip(0, width - 1)]
-        seen = on_content & (vis > vis_thresh)
+        seen = on_content & (vis > vis_thresh) & predictions["camera_valid"][:, None]
         seen[frame] = True  # the query frame sees its own pixels, whatever the head says
         uv[frame] = pixels
         qu, qv = pixels[:, 0], pixels[:, 1]
@@ -173,6 +176,7 @@ def adjust_tracks(
     reconstruction = build_reconstruction(
         extrinsic,
         original_intrinsics(intrinsic, transforms),
+        predictions["camera_valid"],
         transforms,
         names,
         tracks.xyz,

@@ -2,7 +2,7 @@
 
 Every frame gets its own PINHOLE camera (fx, fy, cx, cy) of the original image's size, its pose is the predicted
 camera-from-world, and every observation is a 2D point in the original image (COLMAP's continuous convention;
-see vggt.predict.geometry). Image names are the input file names (video frames: images/frame_000001.png ...).
+see vggt.predict.geometry). Image names are the input file names (video frames: frame_000001.png ... in video_frames/).
 """
 
 from __future__ import annotations
@@ -41,17 +41,22 @@ class Observations:
 def build_reconstruction(
     extrinsic: np.ndarray,
     intrinsic: np.ndarray,
+    registered: np.ndarray,
     transforms: Sequence[PreprocessTransform],
     names: Sequence[str],
     xyz: np.ndarray,
     rgb: np.ndarray,
     observations: Observations,
 ):  # -> pycolmap.Reconstruction
-    """A reconstruction with one camera and image per frame (ids = frame + 1) and the points with their tracks.
+    """A reconstruction with one camera and image per registered frame (ids = frame + 1) and the points with their
+    tracks.
 
-    extrinsic [S, 3, 4] camera-from-world, intrinsic [S, 3, 3] in original pixels, xyz [N, 3], rgb [N, 3] uint8.
-    Points without any observation are left out.
+    extrinsic [S, 3, 4] camera-from-world, intrinsic [S, 3, 3] in original pixels, registered bool [S] (the frames
+    with a usable camera; the others get no image, as in COLMAP), xyz [N, 3], rgb [N, 3] uint8. Points without any
+    observation are left out.
     """
+    if not registered[observations.frame].all():
+        raise ValueError("an observation lies in a frame without a usable camera")  # a caller's bug, never the user's
     pycolmap = import_pycolmap()
     reconstruction = pycolmap.Reconstruction()
     order = np.argsort(observations.frame, kind="stable")
@@ -59,6 +64,8 @@ def build_reconstruction(
     starts = np.searchsorted(frames, np.arange(len(names) + 1))
     point2d_index = np.arange(len(frames)) - starts[frames]  # position of each observation within its image
     for frame, (transform, name) in enumerate(zip(transforms, names)):
+        if not registered[frame]:
+            continue
         k = intrinsic[frame]
         width, height = transform.original_size
         camera = pycolmap.Camera(

@@ -34,17 +34,24 @@ def import_trimesh():  # -> the trimesh module
 
 
 def write_glb(
-    path: Path, cloud: PointCloud, extrinsic: np.ndarray, intrinsic: np.ndarray, image_hw: tuple[int, int]
+    path: Path,
+    cloud: PointCloud,
+    extrinsic: np.ndarray,
+    intrinsic: np.ndarray,
+    camera_valid: np.ndarray,
+    image_hw: tuple[int, int],
 ) -> None:
-    """Write the point cloud (geometry "points") and frustums ("camera_0000", ...) coloured by frame order."""
+    """Write the point cloud (geometry "points") and the frustums of the frames with a usable camera (camera_valid
+    bool [S], at least one True) as "camera_0000", ... by frame index, coloured by frame order."""
     trimesh = import_trimesh()
     scene = trimesh.Scene()
     if len(cloud):
         scene.add_geometry(trimesh.PointCloud(cloud.xyz * OPENCV_TO_GLTF, colors=cloud.rgb), geom_name="points")
-    depth = FRUSTUM_SIZE * scene_scale(cloud.xyz, extrinsic)
-    frustums = frustum_vertices(extrinsic, intrinsic, image_hw, depth) * OPENCV_TO_GLTF
-    colors = colorize(np.arange(len(frustums)), 0, max(len(frustums) - 1, 1))
-    for frame, vertices in enumerate(frustums):
+    frames = np.flatnonzero(camera_valid)
+    depth = FRUSTUM_SIZE * scene_scale(cloud.xyz, extrinsic[frames])
+    frustums = frustum_vertices(extrinsic[frames], intrinsic[frames], image_hw, depth) * OPENCV_TO_GLTF
+    colors = colorize(np.arange(len(camera_valid)), 0, max(len(camera_valid) - 1, 1))
+    for frame, vertices in zip(frames, frustums):
         mesh = trimesh.Trimesh(vertices=vertices, faces=FRUSTUM_FACES, process=False)
         mesh.visual.face_colors = np.append(colors[frame], 255)
         scene.add_geometry(mesh, geom_name=f"camera_{frame:04d}")

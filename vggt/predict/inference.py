@@ -11,6 +11,7 @@ import torch
 
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
+from vggt.predict.cameras import camera_validity
 from vggt.runtime import autocast, parse_dtype, preferred_amp_dtype
 from vggt.utils.geometry import unproject_depth_map_to_point_map
 from vggt.utils.pose_enc import pose_encoding_to_extri_intri
@@ -61,18 +62,15 @@ def _numpy(value: torch.Tensor) -> np.ndarray:
     return value[0].detach().float().cpu().numpy()
 
 
-def _check_cameras(predictions: dict[str, np.ndarray]) -> None:
-    """A field of view of 0 (the head's ReLU floor) means an infinite focal length, which no export can use."""
-    bad = ~(
-        np.isfinite(predictions["intrinsic"]).all(axis=(1, 2)) & np.isfinite(predictions["extrinsic"]).all(axis=(1, 2))
-    )
-    if bad.any():
-        frame = int(np.argmax(bad))
-        fov = np.degrees(predictions["pose_enc"][frame, 7:9]).round(2).tolist()
-        raise ValueError(
-            f"the model predicted a degenerate camera for frame {frame} (field of view h, w = {fov} degrees); "
-            "are the weights trained for this input? (untrained or synthetic weights give such cameras)"
+def _points_from_depth(predictions: dict[str, np.ndarray]) -> np.ndarray:
+    """world_points_from_depth [S, H, W, 3]: the depth unprojected by each usable camera, NaN for the others."""
+    depth, valid = predictions["depth"], predictions["camera_valid"]
+    points = np.full((*depth.shape[:3], 3), np.nan, dtype=np.float32)
+    if valid.any():
+        points[valid] = unproject_depth_map_to_point_map(
+            depth[valid], predictions["extrinsic"][valid], predictions["intrinsic"][valid]
         )
+    return points
 
 
 @torch.no_grad()
@@ -89,7 +87,8 @@ def run_model(
     Returns float32 arrays without the batch dimension: pose_enc [S, 9], depth [S, H, W, 1], depth_conf [S, H, W],
     world_points [S, H, W, 3] and world_points_conf (when the model has a point head), images [S, 3, H, W],
     track [S, N, 2] / vis / conf [S, N] (with query points), extrinsic [S, 3, 4] (camera-from-world, OpenCV),
-    intrinsic [S, 3, 3] (model pixels) and world_points_from_depth [S, H, W, 3].
+    intrinsic [S, 3, 3] (model pixels), camera_valid [S] (see vggt.predict.cameras) and world_points_from_depth
+    [S, H, W, 3] (NaN for frames without a usable camera).
     """
     model = model.to(device)
     queries = None if query_points is None else query_points.to(device)
@@ -99,8 +98,8 @@ def run_model(
     extrinsic, intrinsic = pose_encoding_to_extri_intri(output["pose_enc"].float(), images.shape[-2:])
     predictions["extrinsic"] = _numpy(extrinsic)
     predictions["intrinsic"] = _numpy(intrinsic)
-    _check_cameras(predictions)
-    predictions["world_points_from_depth"] = unproject_depth_map_to_point_map(
-        predictions["depth"], predictions["extrinsic"], predictions["intrinsic"]
+    predictions["camera_valid"] = camera_validity(
+        predictions["pose_enc"], predictions["extrinsic"], predictions["intrinsic"]
     )
+    predictions["world_points_from_depth"] = _points_from_depth(predictions)
     return predictions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from vggt.predict.bundle_adjust import BundleAdjustmentOptions, BundleAdjustmentStats, run_bundle_adjustment
+from vggt.predict.cameras import describe_invalid_cameras
 from vggt.predict.colmap import Observations, build_reconstruction, import_pycolmap, write_reconstruction
 from vggt.predict.depth_png import write_depth_pngs
 from vggt.predict.geometry import (
@@ -22,16 +24,27 @@ from vggt.predict.geometry import (
 )
 from vggt.predict.glb import import_trimesh, write_glb
 from vggt.predict.inference import inference_dtype, load_model, run_model
-from vggt.predict.inputs import resolve_inputs
+from vggt.predict.inputs import InputSource, resolve_inputs
+from vggt.predict.ownership import MANIFEST_NAME, check_output
 from vggt.predict.ply import write_ply
 from vggt.predict.points import PointCloud, confident_points
 from vggt.predict.render import write_previews
-from vggt.predict.staging import check_destination, staged_directory
+from vggt.predict.staging import recover_interrupted, staged_output
 from vggt.predict.video import extract_frames, import_av
 from vggt.runtime import configure_process, resolve_device
 from vggt.utils.load_fn import PATCH_SIZE, PreprocessTransform, load_and_preprocess_images_with_transforms
 
 EXPORTS = ("depth", "ply", "glb", "colmap", "preview")
+CAMERA_EXPORTS = ("ply", "glb", "colmap")  # skipped when no frame has a usable camera (preview keeps frames.png)
+EXPORT_ENTRIES = {  # what each export writes into --out
+    "depth": ("depth", "confidence"),
+    "ply": ("points.ply",),
+    "glb": ("scene.glb",),
+    "colmap": ("sparse",),
+    "preview": ("preview",),
+}
+PREDICTIONS = "predictions.npz"
+VIDEO_FRAMES = "video_frames"  # not images/: that is where COLMAP users keep their own photos
 SUBSAMPLE_SEED = 0  # the COLMAP point subsample is reproducible
 
 
@@ -68,6 +81,7 @@ class PredictOptions:
     max_colmap_points: int = 100_000
     ba: BundleAdjustmentOptions | None = None
     overwrite: bool = False
+    strict: bool = False  # a frame without a usable camera is an error instead of a warning
 
 
 @dataclass
@@ -94,8 +108,13 @@ class Prediction:
     transforms: list[PreprocessTransform]
     names: list[str]
     valid: np.ndarray  # bool [S, H, W], non-padding pixels
-    cloud: PointCloud  # confidence-filtered points
+    cloud: PointCloud  # confidence-filtered points of the frames with a usable camera
     adjusted: tuple[Any, BundleAdjustmentStats] | None = None  # --ba: (pycolmap.Reconstruction, stats)
+
+    @property
+    def camera_valid(self) -> np.ndarray:
+        """bool [S]: the frames whose camera the exports may use (vggt.predict.cameras)."""
+        return self.arrays["camera_valid"]
 
 
 def read_query_points(path: Path) -> np.ndarray:
@@ -149,7 +168,22 @@ def _check_options(options: PredictOptions) -> None:
         raise ValueError(
             f"--resolution must be a positive multiple of {PATCH_SIZE}, got {options.resolution}; e.g. 518"
         )
-    check_destination(options.out, options.overwrite)
+
+
+def _planned_entries(options: PredictOptions, source: InputSource) -> dict[str, str]:
+    """Every entry this run may write into --out -> what writes it (for the conflict message)."""
+    planned = {PREDICTIONS: "always written", MANIFEST_NAME: "always written"}
+    if source.video is not None:
+        planned[VIDEO_FRAMES] = f"the frames of {source.video.name}"
+    for export in options.exports:
+        planned.update(dict.fromkeys(EXPORT_ENTRIES[export], f"--export {export}"))
+    return planned
+
+
+def _input_files(options: PredictOptions, source: InputSource) -> list[Path]:
+    """The files the run reads, which no output may replace."""
+    files = [*source.images, *([source.video] if source.video is not None else [])]
+    return files + ([options.query_points] if options.query_points is not None else [])
 
 
 def _dense_reconstruction(prediction: Prediction, limit: int):  # -> pycolmap.Reconstruction
@@ -165,6 +199,7 @@ def _dense_reconstruction(prediction: Prediction, limit: int):  # -> pycolmap.Re
     return build_reconstruction(
         arrays["extrinsic"],
         arrays["intrinsic_original"],
+        prediction.camera_valid,
         prediction.transforms,
         prediction.names,
         cloud.xyz,
@@ -173,11 +208,31 @@ def _dense_reconstruction(prediction: Prediction, limit: int):  # -> pycolmap.Re
     )
 
 
+def _report_invalid_cameras(arrays: dict[str, np.ndarray], names: Sequence[str], strict: bool) -> None:
+    """One warning naming the frames without a usable camera, or with --strict an error."""
+    if arrays["camera_valid"].all():
+        return
+    message = describe_invalid_cameras(
+        arrays["camera_valid"], arrays["pose_enc"], arrays["extrinsic"], arrays["intrinsic"], names
+    )
+    if strict:
+        raise ValueError(f"{message} (without --strict the outputs that need no camera are written)")
+    warnings.warn(f"{message} (--strict makes this an error)", stacklevel=3)
+
+
 def predict(options: PredictOptions) -> PredictSummary:
-    """Run `vggt predict`: check everything cheap first, then model, images, predictions and exports, all written
-    into a staging directory that becomes options.out only when complete."""
+    """Run `vggt predict`: check everything cheap first (arguments, inputs, what --out holds), then model, images,
+    predictions and exports, all written into a staging directory whose entries move into options.out only when
+    complete (see staging.py), replacing nothing but an earlier run's recorded outputs."""
     _check_options(options)
     source = resolve_inputs(options.images)
+    recover_interrupted(options.out)
+
+    def check() -> list[str]:
+        inputs = _input_files(options, source)
+        return check_output(options.out, _planned_entries(options, source), options.overwrite, inputs)
+
+    check()
     if source.video is not None:
         import_av()
     queries = None if options.query_points is None else read_query_points(options.query_points)
@@ -190,35 +245,44 @@ def predict(options: PredictOptions) -> PredictSummary:
         raise ValueError("--query-points needs the track head, and this model has none")
     summary = PredictSummary(options.out)
 
-    with staged_directory(options.out, options.overwrite) as stage:
+    with staged_output(options.out, check) as stage:
         paths, names = source.images, source.names
         if source.video is not None:
-            paths = extract_frames(source.video, options.fps, stage / "images")
+            paths = extract_frames(source.video, options.fps, stage / VIDEO_FRAMES)
             names = [path.name for path in paths]
-            summary.add("images/", f"{len(paths)} frames of {source.video.name}, {options.fps:g} per second")
+            summary.add(f"{VIDEO_FRAMES}/", f"{len(paths)} frames of {source.video.name}, {options.fps:g} per second")
         images, transforms = load_and_preprocess_images_with_transforms(
             paths, options.mode, options.resolution, progress=True
         )
         query_tensor = None if queries is None else _query_points_in_model(queries, transforms[0], options.query_points)
         print(f"running VGGT on {len(images)} frames of {images.shape[-2]}x{images.shape[-1]} ({device}, {dtype})")
         arrays = run_model(model, images, device, dtype, options.frames_chunk_size, query_tensor)
+        _report_invalid_cameras(arrays, names, options.strict)
         arrays.update(_original_geometry(arrays, transforms, names))
         if query_tensor is not None:
             arrays["query_points"] = query_tensor.numpy()  # model pixels of frame 0
-        np.savez(stage / "predictions.npz", **arrays)
-        summary.add("predictions.npz", f"{len(images)} frames: cameras, depth, points, confidences")
+        np.savez(stage / PREDICTIONS, **arrays)
+        summary.add(PREDICTIONS, f"{len(images)} frames: cameras, depth, points, confidences")
 
         valid = content_mask(transforms, *images.shape[-2:])
+        seen_by_a_camera = valid & arrays["camera_valid"][:, None, None]
         cloud = confident_points(
-            arrays["world_points_from_depth"], arrays["depth_conf"], arrays["images"], valid, options.conf_threshold
+            arrays["world_points_from_depth"],
+            arrays["depth_conf"],
+            arrays["images"],
+            seen_by_a_camera,
+            options.conf_threshold,
         )
         prediction = Prediction(arrays, transforms, names, valid, cloud)
-        if options.ba is not None:
+        if options.ba is not None and prediction.camera_valid.any():
             prediction.adjusted = run_bundle_adjustment(
                 model, images.to(device), arrays, valid, transforms, names, options.ba, dtype, options.frames_chunk_size
             )
         for export in options.exports:
+            if export in CAMERA_EXPORTS and not prediction.camera_valid.any():
+                continue  # the warning above said so
             WRITERS[export](stage, prediction, options, summary)
+    summary.add(MANIFEST_NAME, "what this run wrote: a later --overwrite replaces exactly that")
     return summary
 
 
@@ -250,11 +314,16 @@ def _write_ply(stage: Path, prediction: Prediction, options: PredictOptions, sum
 
 
 def _write_glb(stage: Path, prediction: Prediction, options: PredictOptions, summary: PredictSummary) -> None:
-    arrays = prediction.arrays
+    arrays, cameras = prediction.arrays, int(prediction.camera_valid.sum())
     write_glb(
-        stage / "scene.glb", prediction.cloud, arrays["extrinsic"], arrays["intrinsic"], prediction.valid.shape[1:]
+        stage / "scene.glb",
+        prediction.cloud,
+        arrays["extrinsic"],
+        arrays["intrinsic"],
+        prediction.camera_valid,
+        prediction.valid.shape[1:],
     )
-    summary.add("scene.glb", f"{len(prediction.cloud)} points, {len(prediction.names)} camera frustums (glTF y-up)")
+    summary.add("scene.glb", f"{len(prediction.cloud)} points, {cameras} camera frustums (glTF y-up)")
 
 
 def _write_colmap(stage: Path, prediction: Prediction, options: PredictOptions, summary: PredictSummary) -> None:
@@ -268,12 +337,17 @@ def _write_colmap(stage: Path, prediction: Prediction, options: PredictOptions, 
             f"error {stats.error_before:.2f} -> {stats.error_after:.2f} model px"
         )
     write_reconstruction(reconstruction, stage / "sparse")
-    summary.add("sparse/", f"COLMAP model, {len(prediction.names)} cameras at original resolution; {detail}")
+    cameras = f"{int(prediction.camera_valid.sum())} of {len(prediction.names)} cameras"
+    summary.add("sparse/", f"COLMAP model, {cameras} at original resolution; {detail}")
 
 
 def _write_preview(stage: Path, prediction: Prediction, options: PredictOptions, summary: PredictSummary) -> None:
-    write_previews(stage / "preview", prediction.cloud, prediction.arrays, prediction.valid)
-    summary.add("preview/", "points.png (point cloud and cameras), frames.png (input | depth | confidence)")
+    written = write_previews(stage / "preview", prediction.cloud, prediction.arrays, prediction.valid)
+    pictures = {
+        "points.png": "points.png (point cloud and cameras)",
+        "frames.png": "frames.png (input | depth | confidence)",
+    }
+    summary.add("preview/", ", ".join(pictures[path.name] for path in written))
 
 
 WRITERS = {

@@ -140,13 +140,16 @@ def frame_grid(images: np.ndarray, depth: np.ndarray, confidence: np.ndarray, va
 def write_previews(
     out_dir: Path, cloud: PointCloud, predictions: dict[str, np.ndarray], valid: np.ndarray
 ) -> list[Path]:
-    """preview/points.png and preview/frames.png under `out_dir`; returns their paths."""
+    """preview/points.png (the frames with a usable camera; none: no points.png) and preview/frames.png under
+    `out_dir`; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     depth = predictions["depth"][..., 0]
-    pictures = {
-        "points.png": render_points(cloud, predictions["extrinsic"], predictions["intrinsic"], depth.shape[1:]),
-        "frames.png": frame_grid(predictions["images"], depth, predictions["depth_conf"], valid),
-    }
+    cameras = predictions["camera_valid"]
+    pictures = {}
+    if cameras.any():
+        extrinsic, intrinsic = predictions["extrinsic"][cameras], predictions["intrinsic"][cameras]
+        pictures["points.png"] = render_points(cloud, extrinsic, intrinsic, depth.shape[1:])
+    pictures["frames.png"] = frame_grid(predictions["images"], depth, predictions["depth_conf"], valid)
     for name, picture in pictures.items():
         Image.fromarray(picture).save(out_dir / name, optimize=True)
     return [out_dir / name for name in pictures]

@@ -1,7 +1,8 @@
 """`vggt view OUT_DIR`: an interactive viser viewer of a `vggt predict` output (needs the optional viser).
 
 Shows the depth-unprojected point cloud of predictions.npz with a confidence-percentile slider, a point-size
-slider and the camera frustums (with their input images), in the first camera's frame with -y up.
+slider and the camera frustums (with their input images), in the first camera's frame with -y up. Frames without a
+usable camera (camera_valid) are left out.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vggt.predict.cameras import camera_validity
 from vggt.predict.frustum import scene_scale
 from vggt.predict.points import PointCloud, confident_points
 from vggt.utils.geometry import closed_form_inverse_se3
@@ -38,9 +40,10 @@ class ViewerScene:
     world_points: np.ndarray  # [S, H, W, 3]
     confidence: np.ndarray  # [S, H, W]
     images: np.ndarray  # [S, 3, H, W] in [0, 1]
-    valid: np.ndarray  # bool [S, H, W]
+    valid: np.ndarray  # bool [S, H, W]: content pixels of frames with a usable camera
     extrinsic: np.ndarray  # [S, 3, 4]
     intrinsic: np.ndarray  # [S, 3, 3]
+    camera_valid: np.ndarray  # bool [S], at least one True
 
     def points(self, percentile: float, max_points: int) -> PointCloud:
         """The cloud kept at `percentile`, evenly thinned to at most `max_points`."""
@@ -60,10 +63,15 @@ def load_scene(out_dir: Path) -> ViewerScene:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError) as err:
         raise ValueError(f"{path} is not a readable predictions.npz ({err}); run vggt predict again") from err
+    cameras = arrays.get("camera_valid")  # older outputs lack it
+    if cameras is None:
+        cameras = camera_validity(arrays["pose_enc"], arrays["extrinsic"], arrays["intrinsic"])
+    if not cameras.any():
+        raise ValueError(f"{path}: no frame has a usable camera (see camera_valid), so there are no points to show")
     frames, height, width = arrays["depth_conf"].shape
     valid = np.zeros((frames, height, width), dtype=bool)
     for frame, (x0, y0, x1, y1) in enumerate(arrays["content_box"]):
-        valid[frame, y0:y1, x0:x1] = True
+        valid[frame, y0:y1, x0:x1] = cameras[frame]
     return ViewerScene(
         arrays["world_points_from_depth"],
         arrays["depth_conf"],
@@ -71,6 +79,7 @@ def load_scene(out_dir: Path) -> ViewerScene:
         valid,
         arrays["extrinsic"],
         arrays["intrinsic"],
+        cameras,
     )
 
 
@@ -83,7 +92,7 @@ def _rotation_to_wxyz(rotation: np.ndarray) -> np.ndarray:
 def build_viewer(server: Any, scene: ViewerScene, percentile: float, max_points: int) -> dict[str, Any]:
     """Fill a viser server: point cloud, frustums and the GUI controls. Returns the GUI handles by name."""
     server.scene.set_up_direction("-y")  # OpenCV world: y points down
-    size = scene_scale(scene.world_points[scene.valid], scene.extrinsic)
+    size = scene_scale(scene.world_points[scene.valid], scene.extrinsic[scene.camera_valid])
     point_size = server.gui.add_slider("Point size", min=0.0005, max=0.02, step=0.0005, initial_value=0.002)
     confidence = server.gui.add_slider("Confidence percentile", min=0, max=100, step=1, initial_value=percentile)
     show_cameras = server.gui.add_checkbox("Show cameras", initial_value=True)
@@ -97,7 +106,8 @@ def build_viewer(server: Any, scene: ViewerScene, percentile: float, max_points:
     world_from_cam = closed_form_inverse_se3(scene.extrinsic.astype(np.float32))
     height, width = scene.valid.shape[1:]
     frustums = []
-    for frame, (pose, k) in enumerate(zip(world_from_cam, scene.intrinsic)):
+    for frame in np.flatnonzero(scene.camera_valid):
+        pose, k = world_from_cam[frame], scene.intrinsic[frame]
         thumb_step = max(1, width // THUMBNAIL_WIDTH)
         thumbnail = (scene.images[frame, :, ::thumb_step, ::thumb_step].transpose(1, 2, 0) * 255).astype(np.uint8)
         frustums.append(

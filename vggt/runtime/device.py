@@ -21,6 +21,7 @@ from vggt.runtime import npu
 
 DEVICE_ENV = "VGGT_DEVICE"
 DIST_BACKENDS = {"npu": "hccl", "cuda": "nccl", "cpu": "gloo"}
+PROC_STATUS = Path("/proc/self/status")
 
 
 def accelerator_module(device: torch.device) -> ModuleType | None:
@@ -120,6 +121,19 @@ def peak_memory_bytes(device: torch.device) -> int | None:
     """Peak bytes held by tensors on `device` since the last reset_peak_memory; None on the CPU."""
     module = accelerator_module(device)
     return None if module is None else int(module.max_memory_allocated(device))
+
+
+def resident_memory_bytes(peak: bool = False) -> int | None:
+    """This process's resident set size in bytes, from Linux /proc/self/status: now (VmRSS) or, with `peak`,
+    its high-water mark (VmHWM). The CPU's counterpart of the allocator statistics; None without procfs.
+    """
+    field = "VmHWM:" if peak else "VmRSS:"
+    if not PROC_STATUS.is_file():
+        return None
+    for line in PROC_STATUS.read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024  # the kernel reports kB
+    return None
 
 
 # seeding and process settings ----------------------------------------------------------------------

@@ -4,7 +4,7 @@ Every attention, RoPE and GELU in `vggt/` goes through these functions. The back
 call from the tensor's device (npu -> fused torch_npu ops, cuda -> SDPA restricted to the flash /
 memory-efficient kernels, anything else -> plain PyTorch) and can be forced with the environment
 variable VGGT_KERNELS=torch|cuda|npu (the tests run the NPU path on CPU tensors that way). The
-plain PyTorch functions here define the reference numerics every backend reproduces.
+plain PyTorch functions of vggt.runtime.reference define the numerics every backend reproduces.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn.functional as F
+
+from vggt.runtime import cuda, npu, reference
 
 KERNELS_ENV = "VGGT_KERNELS"
 BACKENDS = ("torch", "cuda", "npu")
@@ -28,26 +29,6 @@ def backend_for(x: torch.Tensor) -> str:
     return x.device.type if x.device.type in ("cuda", "npu") else "torch"
 
 
-# reference implementations ------------------------------------------------------------------
-def torch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return F.scaled_dot_product_attention(q, k, v)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """[x1, x2] -> [-x2, x1] over the last dim (non-interleaved halves)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def torch_rotary_mul(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return x * cos + rotate_half(x) * sin
-
-
-def torch_gelu(x: torch.Tensor) -> torch.Tensor:
-    return F.gelu(x)
-
-
-# dispatch ---------------------------------------------------------------------------------------
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Softmax attention with scale 1/sqrt(D), no mask, no dropout.
 
@@ -55,14 +36,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     """
     backend = backend_for(q)
     if backend == "npu":
-        from vggt.runtime import npu
-
         return npu.attention(q, k, v)
     if backend == "cuda":
-        from vggt.runtime import cuda
-
         return cuda.attention(q, k, v)
-    return torch_attention(q, k, v)
+    return reference.attention(q, k, v)
 
 
 def rotary_mul(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -71,16 +48,12 @@ def rotary_mul(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     x: [B, H, N, D]; cos, sin: [1, 1, N, D] in x's dtype.
     """
     if backend_for(x) == "npu":
-        from vggt.runtime import npu
-
         return npu.rotary_mul(x, cos, sin)
-    return torch_rotary_mul(x, cos, sin)
+    return reference.rotary_mul(x, cos, sin)
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """Exact (erf) GELU."""
     if backend_for(x) == "npu":
-        from vggt.runtime import npu
-
         return npu.gelu(x)
-    return torch_gelu(x)
+    return reference.gelu(x)

@@ -15,7 +15,7 @@ from types import ModuleType
 
 import torch
 
-from vggt.runtime import kernels
+from vggt.runtime import reference
 
 ROTARY_MAX_BATCH_OR_HEADS = 1000
 
@@ -72,7 +72,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
 def rotary_mul(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x * cos + rotate_half(x) * sin for x [B, H, N, D] and cos/sin [1, 1, N, D]."""
     if x.shape[0] >= ROTARY_MAX_BATCH_OR_HEADS or x.shape[1] >= ROTARY_MAX_BATCH_OR_HEADS:
-        return kernels.torch_rotary_mul(x, cos, sin)  # outside the fused op's documented range
+        return reference.rotary_mul(x, cos, sin)  # outside the fused op's documented range
     return torch_npu().npu_rotary_mul(x.contiguous(), cos.contiguous(), sin.contiguous(), "half")
 
 

@@ -68,10 +68,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from vggt.scenes.frame import DatasetError, Frame
+from vggt.utils.rotation import quat_to_mat
 
 CAMERAS_JSON = "cameras.json"
 COLMAP_MODEL = Path("sparse") / "0"
@@ -232,18 +234,6 @@ def read_colmap_model(model_dir: Path) -> tuple[dict[int, ColmapCamera], list[Co
     raise DatasetError(f"{model_dir} has neither cameras.bin + images.bin nor cameras.txt + images.txt")
 
 
-def quaternion_to_rotation(qvec: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z), normalised here, -> rotation matrix [3, 3]."""
-    w, x, y, z = qvec / np.linalg.norm(qvec)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
 def colmap_intrinsic(camera: ColmapCamera, where: str) -> np.ndarray:
     """Pinhole K [3, 3] in our pixel convention (pixel centres at integers) from a COLMAP camera."""
     p = camera.params
@@ -378,7 +368,7 @@ def load_colmap_scene(scene_dir: Path) -> list[CustomFrame]:
         if depth_path is None:
             without_depth.append(image.name)
             continue
-        rotation = quaternion_to_rotation(image.qvec)
+        rotation = quat_to_mat(torch.from_numpy(np.roll(image.qvec, -1))).numpy()  # COLMAP's (w, x, y, z) -> XYZW
         frames.append(
             CustomFrame(
                 image_path=image_path,
