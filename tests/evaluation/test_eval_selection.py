@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.data.co3d import write_annotations
 from vggt.evaluation import co3d_opencv_extrinsics
 from vggt.evaluation.sequences import select_co3d
 from vggt.runtime import seed_everything
-from vggt.scenes.co3d_files import write_annotations
 
 
 def rotation(rng: np.random.Generator) -> np.ndarray:

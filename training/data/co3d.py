@@ -1,4 +1,6 @@
-"""Co3D v2 in VGGT's preprocessed annotation format as a training dataset (files read by vggt.scenes.co3d_files).
+"""Co3D v2 in VGGT's preprocessed annotation format as a training dataset, and the writers of its files.
+
+The readers of these files (shared with evaluation) are in vggt.scenes.co3d_files.
 
 Annotation files are `{annotation_dir}/{category}_{split}.jgz`: gzip-compressed JSON
 `{sequence_name: [{"filepath": str, "extri": 3x4, "intri": 3x3}, ...]}` with `filepath` relative to
@@ -10,13 +12,17 @@ float16 bit patterns) with a valid-depth mask in `<category>/<sequence>/depth_ma
 
 from __future__ import annotations
 
+import gzip
+import io
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from training.data.augment import AugmentConfig
 from training.data.base import DatasetError, Frame, MultiViewDataset
@@ -31,6 +37,30 @@ from vggt.scenes.co3d_files import (
 logger = logging.getLogger(__name__)
 
 FRAME_KEYS = ("filepath", "extri", "intri")
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+# depth PNGs ---------------------------------------------------------------------------------------
+def encode_depth_png(depth: np.ndarray, name: str | Path = "depth") -> bytes:
+    """Depth [H, W] as the bytes of a 16-bit PNG holding its float16 bit patterns (Co3D's depth encoding)."""
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f"depth for {name} must be [H, W], got shape {depth.shape}")
+    finite = depth[np.isfinite(depth)]
+    if finite.size and np.abs(finite).max() > FLOAT16_MAX:
+        raise ValueError(f"depth for {name} reaches {np.abs(finite).max():g}, beyond float16's {FLOAT16_MAX:g}")
+    bits = depth.astype(np.float16).view(np.uint16).astype("<u2")
+    height, width = bits.shape
+    buffer = io.BytesIO()
+    Image.frombytes("I;16", (width, height), bits.tobytes()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_depth_png(path: str | Path, depth: np.ndarray) -> None:
+    """Write depth [H, W] in Co3D's encoding (see encode_depth_png)."""
+    data = encode_depth_png(depth, path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(data)
 
 
 def clip_far_depths(depth: np.ndarray, percentile: float) -> np.ndarray:
@@ -48,6 +78,24 @@ def clip_far_depths(depth: np.ndarray, percentile: float) -> np.ndarray:
     if threshold > 0:
         depth = np.where(depth > threshold, np.float32(0), depth)
     return depth
+
+
+# annotation files -------------------------------------------------------------------------------
+def encode_annotations(sequences: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
+    """`{sequence: [frame dict]}` as gzip-compressed JSON with a zero timestamp (bytes depend only on the data)."""
+    payload = {
+        name: [
+            {key: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for key, v in f.items()} for f in frames
+        ]
+        for name, frames in sequences.items()
+    }
+    return gzip.compress(json.dumps(payload).encode("utf-8"), mtime=0)
+
+
+def write_annotations(path: str | Path, sequences: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+    """Write an annotation file (.jgz, see encode_annotations)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(encode_annotations(sequences))
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vggt.scenes.co3d_files import encode_annotations, encode_depth_png
+from training.data.co3d import encode_annotations, encode_depth_png
 
 GENERATOR_VERSION = 1  # bump when the rendered output changes, so old caches are not mistaken for new ones
 MANIFEST = "manifest.json"

@@ -12,9 +12,7 @@ instead. Depth lives next to the images: `<category>/<sequence>/depths/<frame>.j
 from __future__ import annotations
 
 import gzip
-import io
 import json
-from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -32,7 +30,6 @@ SEEN_CATEGORIES: tuple[str, ...] = (
 )  # fmt: skip
 
 MASK_THRESHOLD = 128  # depth_masks pixels <= this are invalid (upstream's rule)
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 HOW_TO_GET_ANNOTATIONS = (
     "download them from upstream's Hugging Face dataset JianyuanWang/co3d_anno, or convert raw Co3D v2 with "
     "`python -m training.data.co3d_convert --co3d-dir <co3d root> --out-dir <annotation dir>`"
@@ -40,28 +37,6 @@ HOW_TO_GET_ANNOTATIONS = (
 
 
 # depth PNGs ---------------------------------------------------------------------------------------
-def encode_depth_png(depth: np.ndarray, name: str | Path = "depth") -> bytes:
-    """Depth [H, W] as the bytes of a 16-bit PNG holding its float16 bit patterns (Co3D's depth encoding)."""
-    depth = np.asarray(depth)
-    if depth.ndim != 2:
-        raise ValueError(f"depth for {name} must be [H, W], got shape {depth.shape}")
-    finite = depth[np.isfinite(depth)]
-    if finite.size and np.abs(finite).max() > FLOAT16_MAX:
-        raise ValueError(f"depth for {name} reaches {np.abs(finite).max():g}, beyond float16's {FLOAT16_MAX:g}")
-    bits = depth.astype(np.float16).view(np.uint16).astype("<u2")
-    height, width = bits.shape
-    buffer = io.BytesIO()
-    Image.frombytes("I;16", (width, height), bits.tobytes()).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def write_depth_png(path: str | Path, depth: np.ndarray) -> None:
-    """Write depth [H, W] in Co3D's encoding (see encode_depth_png)."""
-    data = encode_depth_png(depth, path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(data)
-
-
 def read_depth_png(path: str | Path) -> np.ndarray:
     """Float32 [H, W] from a 16-bit PNG of float16 bit patterns; values exactly as stored (NaN / inf kept)."""
     image = load_image(path, "depth map")
@@ -83,23 +58,6 @@ def load_image(path: str | Path, what: str) -> Image.Image:
 
 
 # annotation files -------------------------------------------------------------------------------
-def encode_annotations(sequences: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
-    """`{sequence: [frame dict]}` as gzip-compressed JSON with a zero timestamp (bytes depend only on the data)."""
-    payload = {
-        name: [
-            {key: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for key, v in f.items()} for f in frames
-        ]
-        for name, frames in sequences.items()
-    }
-    return gzip.compress(json.dumps(payload).encode("utf-8"), mtime=0)
-
-
-def write_annotations(path: str | Path, sequences: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-    """Write an annotation file (.jgz, see encode_annotations)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(encode_annotations(sequences))
-
-
 def read_annotations(path: str | Path) -> Any:
     """The decoded JSON of a gzip-compressed JSON file (.jgz), or a DatasetError naming it."""
     try:
