@@ -25,6 +25,7 @@ setup(
         "export": ["pycolmap>=3.12", "trimesh", "scipy"],  # predict --export glb,colmap and --ba (scipy: coloured GLB)
         "video": ["av"],  # vggt predict --images VIDEO
         "demo": ["viser"],  # vggt view
+        "eval": ["scipy"],  # point-map metrics (vggt.evaluation.point_metrics: nearest neighbours)
     },
     entry_points={"console_scripts": ["vggt = vggt.cli:main"]},
 )

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.data.co3d import read_annotations, read_depth_png
 from vggt.cli import main as vggt
 from vggt.predict.points import PointCloud
 from vggt.predict.render import render_points
+from vggt.scenes.co3d_files import read_annotations, read_depth_png
 from vggt.utils.geometry import closed_form_inverse_se3, unproject_depth_map_to_point_map
 
 

@@ -19,8 +19,10 @@ vggt_usage() {
     local epochs=1 losses=""
     if [[ "${case}" == full ]]; then
         epochs=7
-        losses=", Loss, LossObjective
-(Loss and LossObjective: the running means of loss_reg_depth and loss_objective on the last Train line)"
+        losses=", Loss, LossObjective, AUC30, AUC15, AUC5, AUC3, DepthAbsRel
+(Loss and LossObjective: the running means of loss_reg_depth and loss_objective on the last Train line;
+AUC30 ... DepthAbsRel: \`vggt eval co3d\` of the trained checkpoint on the Co3D tv test sequences, by the
+published protocol, or on the synthetic scenes' test split; skipped with --skip-eval)"
     fi
     cat <<EOF
 Usage: test/train_8p_vggt_${case}.sh [options]
@@ -33,6 +35,7 @@ OUTPUT_ROOT/VGGT_8p_${case}_node<R>/ (node R > 0 of a multi-node run: no node de
   torchrun/             torchrun's per-rank error files (a failed run prints the first failure from them)
   VGGT_8p_${case}.log      the summary, key = value lines (node 0 only)
   run/                  the trainer's run folder (node 0: log.txt, ckpts/, tensorboard/; every node: .hydra/)
+  eval/, eval.log       full only, node 0: co3d_eval.json / .md of the trained checkpoint, and vggt eval's output
 Summary keys: Network, CaseName, DeviceType, DeviceName, RankSize, BatchSize, ImagesPerSample,
 E2ETrainingTime, TimedLogLines, AvgStepTime, ActualFPS, ImagesPerSec${losses}.
 AvgStepTime is the mean Batch Time of the last 100 Train lines minus their first 10 (one line per step);
@@ -56,6 +59,8 @@ from the repository root):
   --weights PATH      initial weights (model.init_weights), e.g. the official model.pt as the published runs
   --random-weights    no --weights: the frozen aggregator stays random (throughput-only runs; losses meaningless)
   --scenes-dir DIR    --data synthetic: where generated scenes are cached (default runs/launcher_scenes)
+  --eval-anno-dir DIR full: the Co3D test annotations, DIR/tv_test.jgz (default: --anno-dir)
+  --skip-eval         full: do not evaluate the trained checkpoint
   --output-root DIR   the parent of the case folder (default test/output); per node, or shared by the nodes
   -h, --help          this text
 
@@ -136,6 +141,8 @@ vggt_launch() {
     local nnodes=1 node_rank=0 master_addr=127.0.0.1 master_port=29500
     local co3d_dir="${VGGT_REPO_ROOT}/data/co3d" anno_dir="${VGGT_REPO_ROOT}/data/co3d_annotations"
     local scenes_dir="${VGGT_REPO_ROOT}/runs/launcher_scenes" output_root="${VGGT_REPO_ROOT}/test/output" flag value
+    local eval_anno_dir="" evaluate=0
+    [[ "${case}" != full ]] || evaluate=1
     while (($#)); do
         flag="$1"
         if [[ "${flag}" == --*=* ]]; then
@@ -144,8 +151,8 @@ vggt_launch() {
         elif [[ "${flag}" == -h || "${flag}" == --help ]]; then
             vggt_usage "${case}"
             exit 0
-        elif [[ "${flag}" == --random-weights ]]; then
-            value=1
+        elif [[ "${flag}" == --random-weights || "${flag}" == --skip-eval ]]; then
+            value=""
         elif [[ "${flag}" == --* && $# -ge 2 ]]; then
             value="$2"
             shift
@@ -170,6 +177,8 @@ vggt_launch() {
             --random-weights) random_weights=1 ;;
             --scenes-dir) scenes_dir="${value}" ;;
             --output-root) output_root="${value}" ;;
+            --eval-anno-dir) eval_anno_dir="${value}" ;;
+            --skip-eval) evaluate=0 ;;
             *)
                 echo "$(basename "$0"): unknown option '${flag}'" >&2
                 vggt_usage "${case}" >&2
@@ -195,6 +204,7 @@ vggt_launch() {
     output_root="$(vggt_abspath "${output_root}")"
     scenes_dir="$(vggt_abspath "${scenes_dir}")"
     [[ -z "${weights}" ]] || weights="$(vggt_abspath "${weights}")"
+    eval_anno_dir="$(vggt_abspath "${eval_anno_dir:-${anno_dir}}")"
     vggt_check_path --co3d-dir "${co3d_dir}"
     vggt_check_path --anno-dir "${anno_dir}"
     vggt_check_path --output-root "${output_root}"
@@ -224,6 +234,9 @@ vggt_launch() {
         )
         [[ -z "${weights}" ]] || overrides+=("$(vggt_hydra_path model.init_weights "${weights}")")
         [[ -z "${random_weights}" ]] || overrides+=(model.random_frozen_weights=true)
+        # checked before training, not hours later
+        ((!evaluate)) || [[ -f "${eval_anno_dir}/tv_test.jgz" ]] || vggt_fail 2 "--eval-anno-dir ${eval_anno_dir}: \
+no tv_test.jgz to evaluate the trained model on; pass the folder holding it, or --skip-eval"
     else
         overrides+=(
             data.train.kind=synthetic
@@ -286,12 +299,36 @@ print(device.type, accelerator_count(device.type), device_name(device))
         echo "node ${node_rank} done; the summary is written on node 0"
         return
     fi
-    local losses=()
+    local losses=() accuracy=() eval_status=0
     [[ "${case}" != full ]] || losses=(--losses)
+    if ((evaluate)); then
+        vggt_evaluate "${out}" "${device_type}" "${data}" "${co3d_dir}" "${eval_anno_dir}" "${scenes_dir}" ||
+            eval_status=$?
+        ((eval_status)) || accuracy=(--eval-json "${out}/eval/co3d_eval.json")
+    fi
     # ${a[@]+"${a[@]}"}: an empty array is fine under set -u on bash < 4.4 too
     "${python}" test/summarize_run.py "${out}/train.log" --out "${out}/${name}.log" --case-name "${name}" \
         --device-type "${device_type}" --device-name "${device_name}" --rank-size "$((nnodes * nproc))" \
         --batch-size "${batch_size}" --images-per-sample "${VGGT_IMAGES_PER_SAMPLE}" --e2e-seconds "${e2e}" \
-        ${losses[@]+"${losses[@]}"}
+        ${losses[@]+"${losses[@]}"} ${accuracy[@]+"${accuracy[@]}"}
     echo "summary: ${out}/${name}.log"
+    ((!eval_status)) || vggt_fail 1 "evaluation failed (see ${out}/eval.log); the summary has no accuracy"
+}
+
+# vggt_evaluate OUT DEVICE_TYPE DATA CO3D_DIR ANNO_DIR SCENES_DIR: `vggt eval co3d` of the trained checkpoint
+# OUT/run/ckpts/checkpoint.pt into OUT/eval/ (output in OUT/eval.log): Co3D tv by the published protocol, or
+# for --data synthetic the tiny model on the generated scenes' test split (4 frames of each 8-frame sequence).
+vggt_evaluate() {
+    local out="$1" device_type="$2" data="$3" co3d_dir="$4" anno_dir="$5" scenes_dir="$6" status=0
+    local args=(eval co3d --model "${out}/run/ckpts/checkpoint.pt" --device "${device_type}" --out "${out}/eval")
+    if [[ "${data}" == co3d ]]; then
+        args+=(--co3d-dir "${co3d_dir}" --anno-dir "${anno_dir}" --categories tv)
+    else
+        args+=(--co3d-dir "${scenes_dir}/co3d" --anno-dir "${scenes_dir}/co3d_annotations" --categories synthetic
+            --config tiny --resolution 112 --num-frames 4 --min-frames 8)
+    fi
+    echo "evaluating ${out}/run/ckpts/checkpoint.pt; log ${out}/eval.log"
+    "${PYTHON:-python}" -m vggt "${args[@]}" >"${out}/eval.log" 2>&1 || status=$?
+    ((status == 0)) || tail -n 20 "${out}/eval.log" >&2
+    return "${status}"
 }

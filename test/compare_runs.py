@@ -1,6 +1,6 @@
 """Compare two training runs, e.g. the same launcher on an NPU and on a GPU: speed and loss agreement.
 
-    python test/compare_runs.py RUN_A RUN_B [--labels NPU GPU] [--out DIR] [--max-loss-rel-diff X]
+    python test/compare_runs.py RUN_A RUN_B [--labels NPU GPU] [--out DIR] [--max-loss-rel-diff X] [--max-auc-diff P]
 
 A run is a launcher's output folder (train.log and its key = value summary, e.g.
 test/output/VGGT_8p_perf/) or a trainer run folder (log.txt; ranks and batch size then come from its
@@ -13,12 +13,20 @@ Loss agreement: Train lines of both runs are paired on (epoch, step); for loss_o
 loss_reg_depth the per-line relative difference is |A - B| / |B| (B is the reference), summarised as
 mean, max and the mean over the last 10 % of the paired lines. --max-loss-rel-diff X fails the
 comparison (exit 1) when that last-10 % mean exceeds X for either loss: early steps, where losses move
-fast, do not decide it. Exit status 2 for unusable input (a missing folder, a log without Train lines).
+fast, do not decide it.
+
+Accuracy: where a run folder holds a `vggt eval` report (eval/co3d_eval.json, as the full launcher writes),
+the report lists AUC30, AUC15, AUC5, AUC3, DepthAbsRel, DepthDelta1.25 and PointOverall of both runs and A - B. The two
+evaluations must have used the same protocol settings (frames, seed, categories, resolution, annotation
+files' hashes); otherwise the comparison is refused (exit 2). --max-auc-diff P fails it (exit 1) when any
+|AUC_A - AUC_B| exceeds P percentage points. Exit status 2 for unusable input (a missing folder, a log
+without Train lines).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import sys
@@ -32,6 +40,8 @@ COMPARED_LOSSES = ("loss_objective", "loss_reg_depth")
 LAST_FRACTION = 0.10
 HEADER = re.compile(r"\| device (\S+) \((.*)\) \| world size (\d+)")
 DEFAULT_OUT = Path(__file__).resolve().parent / "output" / "comparison"
+EVAL_REPORTS = (Path("eval") / "co3d_eval.json", Path("co3d_eval.json"))  # where a run folder keeps its evaluation
+ACCURACY_METRICS = ("AUC30", "AUC15", "AUC5", "AUC3", "DepthAbsRel", "DepthDelta1.25", "PointOverall")
 
 
 @dataclass
@@ -47,6 +57,7 @@ class Run:
     ranks: int | None = None
     batch_size: int | None = None
     images_per_sample: int | None = None
+    evaluation: dict | None = None  # the run's `vggt eval` report
 
     def step_time(self) -> float:
         return average_step_time(self.rows)
@@ -105,7 +116,71 @@ def load_run(folder: Path, label: str) -> Run:
     run.images_per_sample = _int(run.summary.get("ImagesPerSample")) or (
         _int(img_nums[0]) if img_nums[0] == img_nums[-1] else None
     )
+    run.evaluation = read_evaluation(folder)
     return run
+
+
+def read_evaluation(folder: Path) -> dict | None:
+    """The first EVAL_REPORTS file in `folder`, or None; LogError when it is not an evaluation report."""
+    path = next((folder / name for name in EVAL_REPORTS if (folder / name).is_file()), None)
+    if path is None:
+        return None
+    try:
+        report = json.loads(path.read_text())
+        if not isinstance(report.get("protocol"), dict) or not isinstance(report.get("mean"), dict):
+            raise ValueError("no protocol / mean entries")
+    except ValueError as err:
+        raise LogError(f"{path} is not a vggt eval report ({err})") from err
+    report["path"] = str(path)
+    return report
+
+
+def check_same_protocol(a: Run, b: Run) -> None:
+    """LogError naming the settings in which the two runs' evaluations differ (their numbers do not compare)."""
+    pa, pb = a.evaluation["protocol"], b.evaluation["protocol"]
+    differing = sorted(key for key in pa.keys() | pb.keys() if pa.get(key) != pb.get(key))
+    if differing:
+        details = "; ".join(f"{key}: {pa.get(key)!r} vs {pb.get(key)!r}" for key in differing)
+        raise LogError(
+            f"the evaluations {a.evaluation['path']} and {b.evaluation['path']} used different protocol settings "
+            f"({details}); evaluate both with the same `vggt eval` settings"
+        )
+
+
+def accuracy_lines(a: Run, b: Run, max_auc_diff: float | None) -> tuple[list[str], bool]:
+    """The report's accuracy section and whether the AUC threshold (if any) holds."""
+    lines = ["## Accuracy (vggt eval)", ""]
+    if a.evaluation is None or b.evaluation is None:
+        missing = [run.label for run in (a, b) if run.evaluation is None]
+        lines += [f"No evaluation report in {' and '.join(missing)} ({EVAL_REPORTS[0]}); accuracy not compared.", ""]
+        return lines, max_auc_diff is None
+    mean_a, mean_b = a.evaluation["mean"], b.evaluation["mean"]
+    lines += [f"| metric | {a.label} | {b.label} | {a.label} - {b.label} |", "|---|---|---|---|"]
+    for metric in ACCURACY_METRICS:
+        x, y = mean_a.get(metric), mean_b.get(metric)
+        digits = 2 if metric.startswith("AUC") else 4
+        diff = None if x is None or y is None else x - y
+        lines.append(f"| {metric} | {_fmt(x, digits)} | {_fmt(y, digits)} | {_fmt(diff, digits)} |")
+    runtime = [f"{run.label}: {run.evaluation['runtime']['device_name']}, {run.evaluation['runtime']['dtype']}"
+               for run in (a, b) if "runtime" in run.evaluation]  # fmt: skip
+    published = a.evaluation.get("published_protocol")
+    lines += [
+        "",
+        "AUC in percent (higher is better), DepthAbsRel lower is better; means over categories. Both evaluations "
+        "used the same protocol settings"
+        + ("" if published is None else (" (the published protocol)" if published else " (not the published one)"))
+        + (f"; {'; '.join(runtime)}" if runtime else "")
+        + ".",
+        "",
+    ]
+    ok = True
+    if max_auc_diff is not None:
+        gaps = {m: abs(mean_a[m] - mean_b[m]) for m in ACCURACY_METRICS[:4] if mean_a.get(m) is not None}
+        failing = [m for m, gap in gaps.items() if not gap <= max_auc_diff]
+        ok = not failing
+        verdict = "PASS" if ok else f"FAIL ({', '.join(failing)})"
+        lines += [f"Threshold: every |AUC {a.label} - AUC {b.label}| <= {max_auc_diff:g} points: **{verdict}**", ""]
+    return lines, ok
 
 
 def relative_differences(a: Run, b: Run, name: str) -> list[tuple[tuple[int, int], float]]:
@@ -151,8 +226,15 @@ def _ratio(x: float | None, y: float | None) -> str:
     return "n/a" if x is None or y is None or y == 0 else f"{x / y:.3f}"
 
 
-def report(a: Run, b: Run, agreements: list[Agreement], threshold: float | None, plot_note: str) -> tuple[str, bool]:
-    """The Markdown report and whether the loss threshold (if any) holds."""
+def report(
+    a: Run,
+    b: Run,
+    agreements: list[Agreement],
+    threshold: float | None,
+    plot_note: str,
+    max_auc_diff: float | None = None,
+) -> tuple[str, bool]:
+    """The Markdown report and whether the loss and accuracy thresholds (if any) hold."""
     fps_a, fps_b = a.sequences_per_second(), b.sequences_per_second()
     rows = [
         ("folder", str(a.folder), str(b.folder), ""),
@@ -199,7 +281,8 @@ def report(a: Run, b: Run, agreements: list[Agreement], threshold: float | None,
         verdict = "PASS" if ok else f"FAIL ({', '.join(failing)})"
         lines += [f"Threshold: mean relative difference over the last 10 % <= {threshold:g}: **{verdict}**", ""]
     lines += [plot_note, ""]
-    return "\n".join(lines), ok
+    accuracy, accuracy_ok = accuracy_lines(a, b, max_auc_diff)
+    return "\n".join(lines + accuracy), ok and accuracy_ok
 
 
 def plot(a: Run, b: Run, path: Path) -> str:
@@ -242,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", nargs=2, default=["A", "B"], metavar=("A", "B"), help="names in the report")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT})")
     parser.add_argument("--max-loss-rel-diff", type=float, metavar="X", help="fail (exit 1) above this (e.g. 0.02)")
+    parser.add_argument(
+        "--max-auc-diff",
+        type=float,
+        metavar="P",
+        help="fail (exit 1) when an AUC of the two evaluations differs by more than P points (e.g. 1.0), or when "
+        "a run has no evaluation",
+    )
     args = parser.parse_args(argv)
     try:
         a, b = load_run(args.run_a, args.labels[0]), load_run(args.run_b, args.labels[1])
@@ -251,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{a.log} and {b.log} share no Train line (epoch, step) logging {' or '.join(COMPARED_LOSSES)}"
             )
         step_times = a.step_time(), b.step_time()
+        if a.evaluation is not None and b.evaluation is not None:
+            check_same_protocol(a, b)
     except LogError as err:
         print(f"compare_runs.py: {err}", file=sys.stderr)
         return 2
@@ -259,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     note = plot(a, b, args.out / "loss_curves.png")
-    text, ok = report(a, b, agreements, args.max_loss_rel_diff, note)
+    text, ok = report(a, b, agreements, args.max_loss_rel_diff, note, args.max_auc_diff)
     (args.out / "report.md").write_text(text)
     print(text)
     print(f"report: {args.out / 'report.md'}")

@@ -1,7 +1,7 @@
 """The launchers' summary of a training log: step time, throughput and final losses, as the published scripts.
 
     python test/summarize_run.py TRAIN_LOG --out SUMMARY --case-name VGGT_8p_perf --device-type npu \\
-        --device-name Ascend910B --rank-size 8 --batch-size 15 --e2e-seconds 4321 [--losses]
+        --device-name Ascend910B --rank-size 8 --batch-size 15 --e2e-seconds 4321 [--losses] [--eval-json J]
 
 Reads the trainer's progress lines
     Train Epoch: [e][i/N] | Batch Time: v (avg) | Data Time: v (avg) | Mem (GB): v | Loss/train_<name>: v (avg) | ...
@@ -10,7 +10,8 @@ and writes `key = value` lines. AvgStepTime is computed as the published Ascend 
 100 Train lines, drop the first 10 of them (warm-up), average the Batch Time value v of the rest. Throughput
 counts sequences: ActualFPS = BatchSize x RankSize / AvgStepTime (the published "FPS"), ImagesPerSec =
 ActualFPS x ImagesPerSample. With --losses: Loss and LossObjective are the running means (avg) of
-loss_reg_depth and loss_objective on the last Train line (the published accuracy figure).
+loss_reg_depth and loss_objective on the last Train line (the published accuracy figure). With --eval-json
+(a `vggt eval co3d --out` report): AUC30, AUC15, AUC5, AUC3 (percent) and DepthAbsRel, its means over categories.
 
 No torch import: it runs wherever Python does. Exit status 2 when the log cannot be summarised.
 """
@@ -18,6 +19,7 @@ No torch import: it runs wherever Python does. Exit status 2 when the log cannot
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -28,6 +30,7 @@ NETWORK = "VGGT"
 TIMED_LINES = 100  # the published launchers look at the last 100 Train lines ...
 WARMUP_LINES = 10  # ... and drop the first 10 of them
 LOSS_KEYS = {"Loss": "Loss/train_loss_reg_depth", "LossObjective": "Loss/train_loss_objective"}
+ACCURACY_KEYS = ("AUC30", "AUC15", "AUC5", "AUC3", "DepthAbsRel")  # from the evaluation report's "mean"
 BATCH_TIME = "Batch Time"
 TRAIN_LINE = re.compile(r"Train Epoch: \[(\d+)\]\[(\d+)/(\d+)\] \| (.*)$")
 VALUE = re.compile(r"^(-?[\d.]+(?:e[-+]?\d+)?|nan|-?inf)(?: \((-?[\d.]+(?:e[-+]?\d+)?|nan|-?inf)\))?$")
@@ -133,6 +136,18 @@ def summarize(
     return summary
 
 
+def accuracy_fields(eval_json: Path) -> dict[str, str]:
+    """ACCURACY_KEYS from a `vggt eval` report ("n/a" where it has none, e.g. no depth maps); LogError if unreadable."""
+    try:
+        mean = json.loads(eval_json.read_text())["mean"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise LogError(f"{eval_json} is not a vggt eval report ({err})") from err
+    digits = {"DepthAbsRel": 4}
+    return {
+        key: "n/a" if mean.get(key) is None else f"{float(mean[key]):.{digits.get(key, 2)}f}" for key in ACCURACY_KEYS
+    }
+
+
 def format_summary(summary: Mapping[str, str]) -> str:
     return "".join(f"{key} = {value}\n" for key, value in summary.items())
 
@@ -163,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images-per-sample", type=int, default=2, help="images per sequence (default: 2)")
     parser.add_argument("--e2e-seconds", type=float, help="wall time of the whole run")
     parser.add_argument("--losses", action="store_true", help="also write Loss and LossObjective (the full run)")
+    parser.add_argument(
+        "--eval-json", type=Path, help="a vggt eval report (co3d_eval.json): also write AUC30 ... AUC3, DepthAbsRel"
+    )
     args = parser.parse_args(argv)
     try:
         summary = summarize(
@@ -176,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             e2e_seconds=args.e2e_seconds,
             losses=args.losses,
         )
+        if args.eval_json is not None:
+            summary |= accuracy_fields(args.eval_json)
     except LogError as err:
         print(f"summarize_run.py: {args.log}: {err}", file=sys.stderr)
         return 2

@@ -17,15 +17,9 @@ from torch.utils.data import DataLoader
 
 from training.data.augment import AugmentConfig, target_shape
 from training.data.base import DatasetError, SampleRequest
-from training.data.co3d import (
-    SEEN_CATEGORIES,
-    Co3dDataset,
-    read_annotations,
-    read_depth_png,
-    write_annotations,
-    write_depth_png,
-)
+from training.data.co3d import Co3dDataset, write_annotations, write_depth_png
 from training.data.sampler import DynamicBatchSampler
+from vggt.scenes.co3d_files import SEEN_CATEGORIES, read_annotations, read_depth_png
 
 H, W = 24, 32
 K = np.array([[30.0, 0.0, 15.5], [0.0, 28.0, 11.5], [0.0, 0.0, 1.0]])

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data.co3d import Co3dDataset, read_annotations
+from training.data.co3d import Co3dDataset
 from training.data.co3d_convert import main
+from vggt.scenes.co3d_files import read_annotations
 
 H, W = 24, 40  # not square, so the isotropic and per-axis NDC scales differ
 FLIP = np.diag([-1.0, -1.0, 1.0])

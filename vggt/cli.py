@@ -16,10 +16,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from vggt.evaluation.pipeline import EvalOptions, run_evaluation
+from vggt.evaluation.report import table_lines
 from vggt.models.vggt import VGGT
 from vggt.predict.bundle_adjust import BundleAdjustmentOptions
 from vggt.predict.pipeline import PredictOptions, parse_exports, predict
 from vggt.predict.viewer import serve
+from vggt.scenes.co3d_files import SEEN_CATEGORIES
 from vggt.weights import convert_checkpoint, read_config_json, verify_weights
 
 Handler = Callable[[argparse.Namespace], int]
@@ -152,6 +155,37 @@ and that are unchanged since; an entry of one of its names that it did not write
 run before any work, with or without --overwrite. If any step fails, OUT is left as it was."""
 
 
+def add_model_arguments(group: argparse._ArgumentGroup) -> None:
+    """--model, --config, --device, --dtype and --resolution: how predict and eval load and feed the model."""
+    group.add_argument(
+        "--model",
+        default="facebook/VGGT-1B",
+        metavar="SOURCE",
+        help="Hugging Face repo id (read through its cache), a directory with model.safetensors / model.pt, or a "
+        "weights / training-checkpoint file (default facebook/VGGT-1B)",
+    )
+    group.add_argument(
+        "--config",
+        metavar="CONFIG",
+        help="architecture: a preset (vggt_1b, small_reference, tiny) or a config.json path; default: the "
+        "config.json next to the weights, else vggt_1b. Heads the checkpoint lacks are switched off",
+    )
+    group.add_argument("--device", default="auto", help="auto (NPU > CUDA > CPU), cpu, cuda, cuda:1, npu:0, ...")
+    group.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="autocast dtype; auto: bfloat16 (float16 where unsupported) on accelerators, float32 on the CPU",
+    )
+    group.add_argument(
+        "--resolution",
+        type=int,
+        default=518,
+        metavar="PX",
+        help="crop: image width, pad: longer side; a multiple of 14 (default 518, the model's training size)",
+    )
+
+
 def add_predict(subparsers: argparse._SubParsersAction) -> None:
     parser = add_subcommand(
         subparsers,
@@ -199,34 +233,8 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
     io.add_argument("--fps", type=float, default=1.0, help="video frames kept per second of video (default 1)")
 
     model = parser.add_argument_group("model and inference")
-    model.add_argument(
-        "--model",
-        default="facebook/VGGT-1B",
-        metavar="SOURCE",
-        help="Hugging Face repo id (read through its cache), a directory with model.safetensors / model.pt, or a "
-        "weights / training-checkpoint file (default facebook/VGGT-1B)",
-    )
-    model.add_argument(
-        "--config",
-        metavar="CONFIG",
-        help="architecture: a preset (vggt_1b, small_reference, tiny) or a config.json path; default: the "
-        "config.json next to the weights, else vggt_1b. Heads the checkpoint lacks are switched off",
-    )
-    model.add_argument("--device", default="auto", help="auto (NPU > CUDA > CPU), cpu, cuda, cuda:1, npu:0, ...")
-    model.add_argument(
-        "--dtype",
-        default="auto",
-        choices=("auto", "float32", "bfloat16", "float16"),
-        help="autocast dtype; auto: bfloat16 (float16 where unsupported) on accelerators, float32 on the CPU",
-    )
+    add_model_arguments(model)
     model.add_argument("--mode", default="crop", choices=("crop", "pad"), help="preprocessing (default crop)")
-    model.add_argument(
-        "--resolution",
-        type=int,
-        default=518,
-        metavar="PX",
-        help="crop: image width, pad: longer side; a multiple of 14 (default 518, the model's training size)",
-    )
     model.add_argument(
         "--frames-chunk-size",
         type=int,
@@ -314,6 +322,129 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# eval ------------------------------------------------------------------------------------------
+EVAL_OUTPUTS = """prints a table per category (co3d) or scene (custom) and the mean over them:
+  AUC30, AUC15, AUC5, AUC3  pose accuracy in percent: per frame pair max(rotation error, translation-direction
+                            error), AUC up to 30/15/5/3 degrees, pooled per category, averaged over categories
+  DepthAbsRel, DepthDelta1.25   depth after per-frame median scaling, where ground-truth depth exists
+  PointOverall              point map vs true depth unprojected, after a similarity alignment (accuracy and
+                            completeness in the JSON), where intrinsics exist too and scipy is installed
+with --out DIR, also writes DIR/<dataset>_eval.json and DIR/<dataset>_eval.md (only these two files): the
+numbers, every protocol setting, the weights' sha256, device and dtype, and how the run departs from the
+published protocol."""
+
+CO3D_PROTOCOL = """the published Co3D protocol: the 41 seen categories in list order; sequences sorted; a sequence
+with fewer than 50 frames, or with a camera whose PyTorch3D T[0] + T[1] + T[2] exceeds 1e5, is skipped; seed 0
+set once; per kept sequence 10 frames from np.random.choice(n, 10, replace=False) in drawn order (the first is
+the reference); images cropped to width 518; bf16 (fp16 where unsupported), TF32 off; all pairs i < j; metrics
+in double precision on the host."""
+
+
+def add_eval_settings(parser: argparse.ArgumentParser, min_frames: int) -> None:
+    """Frame drawing, output and model options shared by `eval co3d` and `eval custom`."""
+    protocol = parser.add_argument_group("protocol")
+    protocol.add_argument(
+        "--num-frames", type=int, default=10, metavar="N", help="frames drawn per sequence (default 10)"
+    )
+    protocol.add_argument(
+        "--min-frames",
+        type=int,
+        default=min_frames,
+        metavar="N",
+        help=f"skip sequences with fewer frames (default {min_frames})",
+    )
+    protocol.add_argument("--seed", type=int, default=0, help="seed for Python, NumPy and torch, set once (default 0)")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="write the JSON and Markdown reports into DIR")
+    add_model_arguments(parser.add_argument_group("model and inference"))
+
+
+def add_eval(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="Evaluate a model's cameras and depth on Co3D or on your own posed scenes.",
+        description="Evaluate a model's cameras and depth on Co3D (the published protocol) or on your own scenes.\n\n"
+        + EVAL_OUTPUTS,
+        epilog="run `vggt eval co3d --help` or `vggt eval custom --help` for the arguments",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    datasets = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    co3d = add_subcommand(
+        datasets,
+        "co3d",
+        run_eval,
+        summary="Evaluate on Co3D test sequences by the published camera-pose protocol.",
+        details=CO3D_PROTOCOL + "\n\n" + EVAL_OUTPUTS,
+        examples=(
+            "  vggt eval co3d --co3d-dir /data/co3d --anno-dir /data/co3d_test_anno --out results/vggt1b\n"
+            "  vggt eval co3d --co3d-dir /data/co3d --anno-dir /data/co3d_anno --categories apple tv --fast-eval\n"
+            "  vggt eval co3d --model runs/full/ckpts/checkpoint.pt --co3d-dir D --anno-dir A --device npu:0"
+        ),
+    )
+    data = co3d.add_argument_group("data")
+    data.add_argument("--co3d-dir", type=Path, required=True, metavar="DIR", help="the Co3D v2 root (category folders)")
+    data.add_argument(
+        "--anno-dir",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder of {category}_test.jgz: the evaluation preprocessing's (PyTorch3D R, T per frame) or the "
+        "training annotations (extri, intri)",
+    )
+    data.add_argument(
+        "--categories", nargs="+", metavar="NAME", help="categories in this order (default: the 41 seen categories)"
+    )
+    data.add_argument(
+        "--fast-eval",
+        action="store_true",
+        help="per category with >= 10 sequences, 10 drawn with random.sample from the sorted list, then sorted",
+    )
+    add_eval_settings(co3d, min_frames=50)
+    custom = add_subcommand(
+        datasets,
+        "custom",
+        run_eval,
+        summary="Evaluate on your own posed RGB-D scenes (the custom training layout).",
+        details=(
+            "ROOT holds one folder per scene, each with a cameras.json or a COLMAP sparse/0 model plus images/ and\n"
+            "depths/ (the layout training reads; documented in vggt/scenes/custom_layout.py). Per scene\n"
+            "NUM_FRAMES frames are drawn after seeding once, as in the Co3D protocol; each scene is one row.\n\n"
+            + EVAL_OUTPUTS
+        ),
+        examples="  vggt eval custom --root my_data --out results/my_data\n"
+        "  vggt eval custom --root my_data --num-frames 8 --min-frames 8 --model runs/ft/ckpts/checkpoint.pt",
+    )
+    custom.add_argument("--root", type=Path, required=True, metavar="ROOT", help="folder of scenes (or one scene)")
+    add_eval_settings(custom, min_frames=10)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    options = EvalOptions(
+        dataset=args.dataset,
+        model=args.model,
+        config=config_argument(args.config),
+        device=args.device,
+        dtype=args.dtype,
+        resolution=args.resolution,
+        num_frames=args.num_frames,
+        min_frames=args.min_frames,
+        seed=args.seed,
+        out=args.out,
+        co3d_dir=getattr(args, "co3d_dir", None),
+        anno_dir=getattr(args, "anno_dir", None),
+        categories=tuple(getattr(args, "categories", None) or SEEN_CATEGORIES),
+        fast_eval=getattr(args, "fast_eval", False),
+        root=getattr(args, "root", None),
+    )
+    with readable_warnings("eval"):
+        report = run_evaluation(options)
+    print("\n".join(table_lines(report, markdown=False)))
+    for difference in report.get("differences_from_published", []):
+        print(f"differs from the published protocol: {difference}")
+    if args.out is not None:
+        print(f"wrote {args.out / f'{args.dataset}_eval.json'} and {args.out / f'{args.dataset}_eval.md'}")
+    return 0
+
+
 # view ------------------------------------------------------------------------------------------
 def add_view(subparsers: argparse._SubParsersAction) -> None:
     parser = add_subcommand(
@@ -370,6 +501,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_convert,
     add_verify_weights,
     add_predict,
+    add_eval,
     add_view,
 )
 

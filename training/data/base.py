@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from training.data.augment import AugmentConfig, augment_colors, process_frame, target_shape
+from vggt.scenes.frame import DatasetError, Frame
 from vggt.utils.geometry import depth_to_camera_points
 
 MIN_VALID_DEPTH = 1e-8
@@ -33,19 +34,6 @@ class SampleRequest:
     num_frames: int
     aspect_ratio: float  # target H / W
     seed: int  # seeds every random choice of this sample
-
-
-@dataclass
-class Frame:
-    image_path: Path
-    extrinsic: np.ndarray  # [3, 4] camera-from-world, OpenCV (x right, y down, z forward)
-    intrinsic: np.ndarray  # [3, 3] pixels
-    depth_path: Path | None = None
-    mask_path: Path | None = None  # valid-depth mask, where the format has one
-
-
-class DatasetError(ValueError):
-    """A dataset file is missing or malformed; the message names the file and what to do."""
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -1,4 +1,6 @@
-"""Co3D v2 in VGGT's preprocessed annotation format, plus the depth-PNG and annotation-file helpers.
+"""Co3D v2 in VGGT's preprocessed annotation format as a training dataset, and the writers of its files.
+
+The readers of these files (shared with evaluation) are in vggt.scenes.co3d_files.
 
 Annotation files are `{annotation_dir}/{category}_{split}.jgz`: gzip-compressed JSON
 `{sequence_name: [{"filepath": str, "extri": 3x4, "intri": 3x3}, ...]}` with `filepath` relative to
@@ -20,28 +22,22 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from training.data.augment import AugmentConfig
 from training.data.base import DatasetError, Frame, MultiViewDataset
+from vggt.scenes.co3d_files import (
+    HOW_TO_GET_ANNOTATIONS,
+    SEEN_CATEGORIES,
+    depth_paths,
+    read_annotations,
+    read_masked_depth,
+)
 
 logger = logging.getLogger(__name__)
 
-SEEN_CATEGORIES: tuple[str, ...] = (
-    "apple", "backpack", "banana", "baseballbat", "baseballglove", "bench", "bicycle", "bottle", "bowl",
-    "broccoli", "cake", "car", "carrot", "cellphone", "chair", "cup", "donut", "hairdryer", "handbag",
-    "hydrant", "keyboard", "laptop", "microwave", "motorcycle", "mouse", "orange", "parkingmeter", "pizza",
-    "plant", "stopsign", "teddybear", "toaster", "toilet", "toybus", "toyplane", "toytrain", "toytruck",
-    "tv", "umbrella", "vase", "wineglass",
-)  # fmt: skip
-
 FRAME_KEYS = ("filepath", "extri", "intri")
-MASK_THRESHOLD = 128  # depth_masks pixels <= this are invalid (upstream's rule)
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-HOW_TO_GET_ANNOTATIONS = (
-    "download them from upstream's Hugging Face dataset JianyuanWang/co3d_anno, or convert raw Co3D v2 with "
-    "`python -m training.data.co3d_convert --co3d-dir <co3d root> --out-dir <annotation dir>`"
-)
 
 
 # depth PNGs ---------------------------------------------------------------------------------------
@@ -65,26 +61,6 @@ def write_depth_png(path: str | Path, depth: np.ndarray) -> None:
     data = encode_depth_png(depth, path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_bytes(data)
-
-
-def read_depth_png(path: str | Path) -> np.ndarray:
-    """Float32 [H, W] from a 16-bit PNG of float16 bit patterns; values exactly as stored (NaN / inf kept)."""
-    image = _load_image(path, "depth map")
-    if image.mode not in ("I;16", "I"):  # Pillow < 10 opens 16-bit grayscale PNGs as "I"
-        raise DatasetError(f"depth map {path} is a {image.mode!r} image; expected a 16-bit grayscale PNG")
-    return np.asarray(image).astype(np.uint16).view(np.float16).astype(np.float32)
-
-
-def _load_image(path: str | Path, what: str) -> Image.Image:
-    """The decoded PIL image at `path`, or a DatasetError naming it."""
-    if not Path(path).is_file():
-        raise DatasetError(f"{what} {path} does not exist")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:  # PIL raises SyntaxError for some bad PNGs
-        raise DatasetError(f"{what} {path} cannot be read: {err}") from err
 
 
 def clip_far_depths(depth: np.ndarray, percentile: float) -> np.ndarray:
@@ -120,15 +96,6 @@ def write_annotations(path: str | Path, sequences: Mapping[str, Sequence[Mapping
     """Write an annotation file (.jgz, see encode_annotations)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_bytes(encode_annotations(sequences))
-
-
-def read_annotations(path: str | Path) -> Any:
-    """The decoded JSON of a gzip-compressed JSON file (.jgz), or a DatasetError naming it."""
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as file:
-            return json.load(file)
-    except (OSError, EOFError, ValueError) as err:  # bad gzip, truncated file, bad JSON / UTF-8
-        raise DatasetError(f"{path} is not gzip-compressed JSON ({err}); re-download or re-create it") from err
 
 
 @dataclass(frozen=True)
@@ -218,7 +185,7 @@ class Co3dDataset(MultiViewDataset):
         self.sequences_without_masks = [
             f"{sequence.category}/{sequence.name}"
             for sequence in self.sequences
-            if not (self._sequence_dir(sequence.filepaths[0]) / "depth_masks").is_dir()
+            if not depth_paths(self.co3d_dir, sequence.filepaths[0])[1].parent.is_dir()
         ]
 
     def _annotation_files(self, categories: Sequence[str]) -> list[tuple[str, Path]]:
@@ -279,10 +246,6 @@ class Co3dDataset(MultiViewDataset):
         sequence = self.sequences[index]
         return f"co3d_{sequence.category}_{sequence.name}"
 
-    def _sequence_dir(self, filepath: str) -> Path:
-        """CO3D_DIR/<category>/<sequence> of a frame's annotation filepath (<category>/<sequence>/images/<frame>)."""
-        return self.co3d_dir / PurePosixPath(filepath).parent.parent
-
     def build_warnings(self) -> list[str]:
         """Sequences without a depth_masks folder train on unmasked depth (checked per folder at build)."""
         missing = self.sequences_without_masks
@@ -298,15 +261,14 @@ class Co3dDataset(MultiViewDataset):
         sequence = self.sequences[index]
         frames = []
         for filepath, extrinsic, intrinsic in zip(sequence.filepaths, sequence.extrinsics, sequence.intrinsics):
-            relative = PurePosixPath(filepath)
-            sequence_dir = self._sequence_dir(filepath)
+            depth_path, mask_path = depth_paths(self.co3d_dir, filepath)
             frames.append(
                 Frame(
-                    image_path=self.co3d_dir / relative,
+                    image_path=self.co3d_dir / PurePosixPath(filepath),
                     extrinsic=extrinsic,
                     intrinsic=intrinsic,
-                    depth_path=sequence_dir / "depths" / f"{relative.name}.geometric.png",
-                    mask_path=sequence_dir / "depth_masks" / relative.with_suffix(".png").name,
+                    depth_path=depth_path,
+                    mask_path=mask_path,
                 )
             )
         return frames
@@ -318,16 +280,7 @@ class Co3dDataset(MultiViewDataset):
                 f"depth map {frame.depth_path} of {frame.image_path} does not exist; Co3D depth maps live in "
                 f"<category>/<sequence>/depths/<frame>.jpg.geometric.png (download Co3D with its depth archives)"
             )
-        depth = read_depth_png(frame.depth_path)
-        depth[~np.isfinite(depth) | (depth < 0)] = 0  # 0 is the one "invalid" value downstream
-        if frame.mask_path is not None and frame.mask_path.is_file():
-            mask = np.asarray(_load_image(frame.mask_path, "depth mask").convert("L"))
-            if mask.shape != depth.shape:
-                raise DatasetError(
-                    f"depth mask {frame.mask_path} is {mask.shape[1]}x{mask.shape[0]} but its depth map "
-                    f"{frame.depth_path} is {depth.shape[1]}x{depth.shape[0]}"
-                )
-            depth[mask <= MASK_THRESHOLD] = 0
+        depth = read_masked_depth(frame.depth_path, frame.mask_path)
         if self.depth_percentile_clip is not None:
             depth = clip_far_depths(depth, self.depth_percentile_clip)
         return depth

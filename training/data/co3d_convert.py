@@ -34,7 +34,8 @@ import numpy as np
 from tqdm import tqdm
 
 from training.data.base import DatasetError
-from training.data.co3d import read_annotations, write_annotations
+from training.data.co3d import write_annotations
+from vggt.scenes.co3d_files import read_annotations
 
 FLIP_XY = np.diag([-1.0, -1.0, 1.0])  # PyTorch3D (+X left, +Y up) <-> OpenCV (+X right, +Y down)
 SPLITS_OF_SET_LIST = {"train": "train", "val": "test", "test": "test"}  # our trainer has train and test only
