@@ -11,7 +11,6 @@ float16 bit patterns) with a valid-depth mask in `<category>/<sequence>/depth_ma
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from training.data.augment import AugmentConfig
 from training.data.base import DatasetError, Frame, MultiViewDataset
+from training.data.synthetic import encode_annotations, encode_depth_png
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ SEEN_CATEGORIES: tuple[str, ...] = (
 
 FRAME_KEYS = ("filepath", "extri", "intri")
 MASK_THRESHOLD = 128  # depth_masks pixels <= this are invalid (upstream's rule)
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 HOW_TO_GET_ANNOTATIONS = (
     "download them from upstream's Hugging Face dataset JianyuanWang/co3d_anno, or convert raw Co3D v2 with "
     "`python -m training.data.co3d_convert --co3d-dir <co3d root> --out-dir <annotation dir>`"
@@ -45,21 +44,6 @@ HOW_TO_GET_ANNOTATIONS = (
 
 
 # depth PNGs ---------------------------------------------------------------------------------------
-def encode_depth_png(depth: np.ndarray, name: str | Path = "depth") -> bytes:
-    """Depth [H, W] as the bytes of a 16-bit PNG holding its float16 bit patterns (Co3D's depth encoding)."""
-    depth = np.asarray(depth)
-    if depth.ndim != 2:
-        raise ValueError(f"depth for {name} must be [H, W], got shape {depth.shape}")
-    finite = depth[np.isfinite(depth)]
-    if finite.size and np.abs(finite).max() > FLOAT16_MAX:
-        raise ValueError(f"depth for {name} reaches {np.abs(finite).max():g}, beyond float16's {FLOAT16_MAX:g}")
-    bits = depth.astype(np.float16).view(np.uint16).astype("<u2")
-    height, width = bits.shape
-    buffer = io.BytesIO()
-    Image.frombytes("I;16", (width, height), bits.tobytes()).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def write_depth_png(path: str | Path, depth: np.ndarray) -> None:
     """Write depth [H, W] in Co3D's encoding (see encode_depth_png)."""
     data = encode_depth_png(depth, path)
@@ -105,17 +89,6 @@ def clip_far_depths(depth: np.ndarray, percentile: float) -> np.ndarray:
 
 
 # annotation files -------------------------------------------------------------------------------
-def encode_annotations(sequences: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
-    """`{sequence: [frame dict]}` as gzip-compressed JSON with a zero timestamp (bytes depend only on the data)."""
-    payload = {
-        name: [
-            {key: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for key, v in f.items()} for f in frames
-        ]
-        for name, frames in sequences.items()
-    }
-    return gzip.compress(json.dumps(payload).encode("utf-8"), mtime=0)
-
-
 def write_annotations(path: str | Path, sequences: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
     """Write an annotation file (.jgz, see encode_annotations)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
