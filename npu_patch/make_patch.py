@@ -7,9 +7,9 @@ The patch is generated, never hand-edited. It holds three kinds of file:
 - added files: our own files that exist only in the patched tree (`npu_patch/files/<upstream path>`);
 - edits: small changes to upstream files, declared in `npu_patch/edits/*.yaml`. An edit names its anchor by
   the hash of an upstream line (`line`: the first 10 hex digits of sha1 of the line without its newline) or
-  by a short `marker` substring that occurs on exactly one line (`nth: N` picks the N-th of repeated lines), then replaces `count` lines from the anchor
-  (default 1; 0 inserts before it) or inserts after it (`after: true`) with `text`. No upstream code is
-  quoted in this repository.
+  by a short `marker` substring that occurs on exactly one line (`nth: N` picks the N-th of repeated lines),
+  then replaces `count` lines from the anchor (default 1; 0 inserts before it) or inserts after it
+  (`after: true`) with `text`. No upstream code is quoted in this repository.
 
 Usage:
     python -m npu_patch.make_patch --upstream DIR     regenerate from an upstream checkout at UPSTREAM_COMMIT
@@ -195,7 +195,9 @@ def _anchor_index(lines: list[str], edit: dict, where: str) -> int:
     expected = len(found) >= nth if nth else len(found) == 1
     if not expected:
         wanted = f"at least {nth}" if nth else "exactly one"
-        raise PatchError(f"{where}: {what} matches {len(found)} lines, not {wanted} (is upstream at {UPSTREAM_COMMIT}?)")
+        raise PatchError(
+            f"{where}: {what} matches {len(found)} lines, not {wanted} (is upstream at {UPSTREAM_COMMIT}?)"
+        )
     return found[nth - 1 if nth else 0]
 
 
@@ -210,7 +212,11 @@ def apply_edits(text: str, edits: list[dict], where: str) -> str:
             index, count = index + 1, 0
         replacement = [] if not edit.get("text") else edit["text"].rstrip("\n").split("\n")
         planned.append((index, count, replacement))
-    for index, count, replacement in sorted(planned, key=lambda p: p[0], reverse=True):
+    planned.sort(key=lambda p: (p[0], p[1] > 0))  # at one index, a replacement goes before an insertion
+    for (index, count, _), (next_index, _, _) in zip(planned, planned[1:]):
+        if index + count > next_index:
+            raise PatchError(f"{where}: two edits overlap at line {next_index + 1}")
+    for index, count, replacement in reversed(planned):
         lines[index : index + count] = replacement
     return "\n".join(lines)
 
@@ -240,7 +246,17 @@ def edited_sections(upstream: Path, edits: dict[str, list[dict]]) -> list[FileDi
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(upstream / rel, work / rel)
         _git(work, "add", "-A")
-        _git(work, "-c", "user.name=make_patch", "-c", "user.email=make_patch@localhost", "commit", "-q", "-m", "upstream")
+        _git(
+            work,
+            "-c",
+            "user.name=make_patch",
+            "-c",
+            "user.email=make_patch@localhost",
+            "commit",
+            "-q",
+            "-m",
+            "upstream",
+        )
         for rel, file_edits in edits.items():
             original = (work / rel).read_text(encoding="utf-8")
             (work / rel).write_text(apply_edits(original, file_edits, rel), encoding="utf-8")
@@ -285,7 +301,9 @@ def refresh(patch_text: str, repo_root: Path = REPO_ROOT) -> str:
     """
     owned = new_files(repo_root)
     kept = [s for s in parse_patch(patch_text) if not s.is_new]
-    return join_sections(kept + [FileDiff(path, new_file_section(path, source), True) for path, source in owned.items()])
+    return join_sections(
+        kept + [FileDiff(path, new_file_section(path, source), True) for path, source in owned.items()]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.write_text(text, encoding="utf-8")
     sections = parse_patch(text)
-    print(f"wrote {args.out}: {sum(s.is_new for s in sections)} new files, {sum(not s.is_new for s in sections)} edited")
+    print(
+        f"wrote {args.out}: {sum(s.is_new for s in sections)} new files, {sum(not s.is_new for s in sections)} edited"
+    )
     return 0
 
 

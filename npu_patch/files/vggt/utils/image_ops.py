@@ -4,8 +4,9 @@ The patched tree needs no torchvision: a torchvision that does not match the ins
 torch_npu) is a common way to break an Ascend environment.
 """
 
+from __future__ import annotations
+
 import math
-from typing import List, Union
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def make_grid(
-    images: Union[torch.Tensor, List[torch.Tensor]], nrow: int = 8, padding: int = 2, pad_value: float = 0.0
+    images: torch.Tensor | list[torch.Tensor], nrow: int = 8, padding: int = 2, pad_value: float = 0.0
 ) -> torch.Tensor:
     """Tile images [B, C, H, W] (or a list of [C, H, W]) into one [C, H', W'] image, as torchvision's make_grid.
 
