@@ -29,7 +29,7 @@ TIMED_LINES = 100  # the published launchers look at the last 100 Train lines ..
 WARMUP_LINES = 10  # ... and drop the first 10 of them
 LOSS_KEYS = {"Loss": "Loss/train_loss_reg_depth", "LossObjective": "Loss/train_loss_objective"}
 BATCH_TIME = "Batch Time"
-TRAIN_LINE = re.compile(r"Train Epoch: \[(\d+)\]\[(\d+)/(\d+)\] \| (.*)$")
+TRAIN_LINE = re.compile(r"Train Epoch: \[(\d+)\]\[ *(\d+)/(\d+)\] \| (.*)$")  # upstream pads the step
 VALUE = re.compile(r"^(-?[\d.]+(?:e[-+]?\d+)?|nan|-?inf)(?: \((-?[\d.]+(?:e[-+]?\d+)?|nan|-?inf)\))?$")
 
 
