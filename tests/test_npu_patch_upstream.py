@@ -25,6 +25,7 @@ from tests.helpers import (
     assert_within_reference_tolerance,
     read_keys_tsv,
 )
+from vggt.config import VGGTConfig
 from vggt.synthetic_weights import synthetic_tensor
 
 UPSTREAM_DIR = os.environ.get("VGGT_UPSTREAM_DIR")
@@ -35,6 +36,23 @@ PUBLISHED_APPLY = ["git", "apply", "--reject", "--whitespace=fix", "VGGT_npu.pat
 pytestmark = pytest.mark.skipif(
     not UPSTREAM_DIR, reason="set VGGT_UPSTREAM_DIR to an upstream VGGT checkout (and VGGT_UPSTREAM_PYTHON)"
 )
+
+
+def patched_constructor_arguments(config: VGGTConfig) -> dict:
+    """Our config's sizes as arguments of the patched upstream VGGT (npu_patch/edits/model.yaml)."""
+    return {
+        "embed_dim": config.embed_dim,
+        "depth": config.depth,
+        "num_heads": config.num_heads,
+        "patch_embed": config.patch_embed,
+        "camera_trunk_depth": config.camera_trunk_depth,
+        "camera_num_heads": config.camera_num_heads,
+        "dpt_features": config.dpt_features,
+        "dpt_out_channels": list(config.dpt_out_channels),
+        "dpt_intermediate_layer_idx": list(config.dpt_intermediate_layers),
+        "track_features": config.track_features,
+        "track_hidden_size": config.tracker_hidden_size,
+    }
 
 
 def upstream_env(tree: Path) -> dict[str, str]:
@@ -79,7 +97,8 @@ def test_patched_model_on_emulated_npu_reproduces_upstream_and_calls_the_fused_o
     out = tmp_path / "out.npz"
     script = REPO_ROOT / "tests" / "upstream_patch_parity.py"
     run = subprocess.run(
-        [UPSTREAM_PYTHON, str(script), str(tree), str(weights), str(FIXTURES / "parity_small.npz"), str(out)],
+        [UPSTREAM_PYTHON, str(script), str(tree), str(weights), str(FIXTURES / "parity_small.npz"), str(out),
+         json.dumps(patched_constructor_arguments(VGGTConfig.small_reference()))],
         cwd=tmp_path, env=upstream_env(tree), capture_output=True, text=True,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]

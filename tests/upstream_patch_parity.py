@@ -4,9 +4,10 @@ A script for upstream's virtual environment (tests/test_npu_patch_upstream.py st
 package named `vggt`, so the patched tree goes first on sys.path and this repository stays off it; only the
 emulation's folder joins, so that `import torch_npu` finds the emulation.
 
-    python tests/upstream_patch_parity.py TREE WEIGHTS FIXTURE OUT
+    python tests/upstream_patch_parity.py TREE WEIGHTS FIXTURE OUT SIZES
 
-Loads WEIGHTS (a state dict file) into the model, runs FIXTURE's inputs, writes the outputs and the captured
+Builds the model from SIZES (JSON: the patched VGGT's constructor arguments), loads WEIGHTS (a state dict
+file), runs FIXTURE's inputs, writes the outputs and the captured
 aggregator layers to OUT (npz) and prints the fused-op call counts as one JSON line.
 """
 
@@ -22,17 +23,6 @@ import numpy as np
 import torch
 
 FUSED_OPS = ("npu_fusion_attention", "npu_rotary_mul", "npu_gelu")
-# the small reference architecture (tests/fixtures/README.md) as the patched VGGT's constructor arguments
-SMALL_REFERENCE = dict(
-    embed_dim=64,
-    num_heads=4,
-    patch_embed="conv",
-    camera_num_heads=4,
-    dpt_features=32,
-    dpt_out_channels=(16, 32, 64, 64),
-    track_features=32,
-    track_hidden_size=64,
-)
 
 
 def count_calls(module, names: tuple[str, ...], counts: Counter) -> None:
@@ -47,7 +37,7 @@ def count_calls(module, names: tuple[str, ...], counts: Counter) -> None:
         setattr(module, name, counted)
 
 
-def main(tree: str, weights: str, fixture: str, out: str) -> None:
+def main(tree: str, weights: str, fixture: str, out: str, sizes: str) -> None:
     os.environ["VGGT_KERNELS"] = "npu"
     sys.path.insert(0, str(Path(__file__).resolve().parent / "npu_emulation"))
     sys.path.insert(0, tree)
@@ -57,7 +47,7 @@ def main(tree: str, weights: str, fixture: str, out: str) -> None:
 
     counts: Counter = Counter()
     count_calls(torch_npu, FUSED_OPS, counts)
-    model = VGGT(**SMALL_REFERENCE).eval()
+    model = VGGT(**json.loads(sizes)).eval()
     model.load_state_dict(torch.load(weights), strict=True)
     ref = np.load(fixture)
     captured = {}
@@ -75,4 +65,4 @@ def main(tree: str, weights: str, fixture: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])
