@@ -10,10 +10,11 @@ requirements.
 
 Reported per side, from the launcher's summary: steps/s (1 / AvgStepTime: the mean Batch Time of the last 100
 logged steps minus their first 10, data wait included, as published), sequences/s (ActualFPS = batch size x
-processes / AvgStepTime, the published FPS) and peak memory: the accelerator's peak allocation where the trainer
-logs it, and the peak resident set of the largest process of the run (one training rank) on the CPU. Then the
-ratio ours / upstream. Upstream keeps its repeat_batch (each sequence also trained with its frames reversed), so
-its step trains twice the sequences that ActualFPS counts; the table says so.
+processes / AvgStepTime, the published FPS), trained sequences/s (upstream keeps its repeat_batch, which also
+trains each sequence with its frames reversed: twice the sequences that ActualFPS counts), the peak resident set
+of the largest process of the run (one training rank) and the last `Mem (GB)` each trainer logs (ours: the
+allocator's peak, or its process's resident set on a CPU; upstream: the allocator's peak, none on a CPU).
+Then the ratios ours / upstream.
 
 Example: python benchmarks/bench_vs_upstream.py --upstream-dir ../vggt --upstream-python ../venv-upstream/bin/python
 """
@@ -50,7 +51,7 @@ class SideResult:
     sequences_per_s: float
     sequences_trained_per_step: int
     peak_rss_gib: float | None
-    device_peak_gb: float | None
+    logged_memory_gb: float | None
     summary: dict[str, str]
 
 
@@ -59,7 +60,7 @@ def read_summary(path: Path) -> dict[str, str]:
 
 
 def last_logged_memory_gb(train_log: Path) -> float | None:
-    """The running mean's last `Mem (GB)` value on a Train line (allocator peak per step; 0 on the CPU)."""
+    """The last `Mem (GB)` value on a Train line; None when absent or 0 (upstream's trainer on a CPU)."""
     values = [
         float(line.split("Mem (GB): ", 1)[1].split()[0])
         for line in train_log.read_text(errors="replace").splitlines()
@@ -86,7 +87,7 @@ def run_side(side: str, workdir: Path, launcher_args: list[str], env: dict[str, 
         sequences_per_s=float(summary["ActualFPS"]),
         sequences_trained_per_step=batch * int(summary["RankSize"]) * (2 if side == "upstream" else 1),
         peak_rss_gib=peak_kib / 2**20,
-        device_peak_gb=last_logged_memory_gb(output_root / CASE / "train.log"),
+        logged_memory_gb=last_logged_memory_gb(output_root / CASE / "train.log"),
         summary=summary,
     )
 
@@ -144,12 +145,16 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [
         [r.side, f"{r.steps_per_s:.3f}", f"{r.sequences_per_s:.2f}", str(r.sequences_trained_per_step),
-         gib(r.peak_rss_gib), gib(r.device_peak_gb)]
+         f"{r.steps_per_s * r.sequences_trained_per_step:.2f}", gib(r.peak_rss_gib), gib(r.logged_memory_gb)]
         for r in results
     ]  # fmt: skip
+    trained_ratio = (ours.steps_per_s * ours.sequences_trained_per_step) / (
+        upstream.steps_per_s * upstream.sequences_trained_per_step
+    )
     rows.append(["ours / upstream", f"{ours.steps_per_s / upstream.steps_per_s:.2f}",
-                 f"{ours.sequences_per_s / upstream.sequences_per_s:.2f}", "", "", ""])  # fmt: skip
-    header = ["trainer", "steps/s", "sequences/s", "trained/step", "peak RSS GiB", "device peak GB"]
+                 f"{ours.sequences_per_s / upstream.sequences_per_s:.2f}", "", f"{trained_ratio:.2f}",
+                 gib(ours.peak_rss_gib / upstream.peak_rss_gib), ""])  # fmt: skip
+    header = ["trainer", "steps/s", "sequences/s", "trained/step", "trained seq/s", "peak RSS GiB", "logged Mem GB"]
     print(f"# {args.device} x {args.nproc}, --data {args.data}, batch {args.batch_size}, {args.max_steps} steps")
     print(aligned_table(header, rows))
     if args.json:
