@@ -129,7 +129,9 @@ vggt_upstream_train_args() {
         "$(if [[ -n "${resume}" ]]; then vggt_hydra_path checkpoint.resume_checkpoint_path "${resume}"; else
             echo checkpoint.resume_checkpoint_path=null; fi)"
     )
-    [[ -z "${max_epochs}" ]] || upstream_overrides+=("max_epochs=${max_epochs}")
+    local epochs="${max_epochs}"
+    [[ -n "${epochs}" ]] || epochs="$([[ "${case}" == full ]] && echo 7 || echo 1)" # the published perf / full runs
+    upstream_overrides+=("max_epochs=${epochs}")
     [[ -z "${max_steps}" ]] || upstream_overrides+=("limit_train_batches=${max_steps}")
     [[ "${device_type}" != cpu ]] || upstream_overrides+=(optim.amp.enabled=false num_workers=0)
     train_args=(launch.py --config "${upstream_config}" "${upstream_overrides[@]}")
