@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -128,3 +130,23 @@ def test_an_ambiguous_or_missing_anchor_names_the_file_and_edit() -> None:
         apply_edits("same\nsame\n", [{"line": anchor_hash("same"), "text": "x"}], "t")
     with pytest.raises(PatchError, match="t edit 1: marker 'nope' matches 0 lines"):
         apply_edits("a\n", [{"marker": "nope", "text": "x"}], "t")
+
+
+def test_every_runtime_name_the_patched_tree_uses_exists_in_our_runtime(sections) -> None:
+    """A runtime rename without updating npu_patch/edits (or npu_patch/files) would break the patched tree only."""
+    mirrored = set(mirrored_files())
+    added = [
+        line[1:]
+        for section in sections
+        if section.path not in mirrored
+        for line in section.text.split("\n")
+        if line.startswith("+") and not line.startswith("+++")
+    ]
+    code = "\n".join(line.split("#", 1)[0] for line in added)
+    used = {("vggt.runtime", name) for name in re.findall(r"\bruntime\.(\w+)", code)}
+    used |= {("vggt.runtime.kernels", name) for name in re.findall(r"\bkernels\.(\w+)", code)}
+    for module, names in re.findall(r"from (vggt\.runtime(?:\.\w+)?) import ([\w, ]+)", code):
+        used |= {(module, name.strip()) for name in names.split(",")}
+    assert ("vggt.runtime", "configure_process") in used and ("vggt.runtime.kernels", "attention") in used
+    missing = sorted(f"{m}.{n}" for m, n in used if not hasattr(importlib.import_module(m), n))
+    assert not missing, f"VGGT_npu.patch uses {missing}, which vggt.runtime no longer has: update npu_patch/edits"
