@@ -7,11 +7,12 @@ VGGT_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly VGGT_REPO_ROOT
 readonly VGGT_IMAGES_PER_SAMPLE=2 # the perf preset's img_nums: [2, 2]
 # --data synthetic: small generated scenes (cached) and the tiny model from scratch
+readonly VGGT_SCENE_SEQUENCES=8 VGGT_SCENE_FRAMES=8 VGGT_SCENE_WIDTH=160 VGGT_SCENE_HEIGHT=120 VGGT_SCENE_SEED=0
 readonly VGGT_SCENES=(
-    "++data.train.num_sequences=8"
-    "++data.train.frames_per_sequence=8"
-    "++data.train.scene_size=[160,120]"
-    "++data.train.scene_seed=0"
+    "++data.train.num_sequences=${VGGT_SCENE_SEQUENCES}"
+    "++data.train.frames_per_sequence=${VGGT_SCENE_FRAMES}"
+    "++data.train.scene_size=[${VGGT_SCENE_WIDTH},${VGGT_SCENE_HEIGHT}]"
+    "++data.train.scene_seed=${VGGT_SCENE_SEED}"
 )
 
 vggt_usage() {
@@ -75,6 +76,12 @@ written by global rank 0, on node 0):
   node 1: test/train_8p_vggt_${case}.sh --nnodes 2 --node-rank 1 --master-addr 10.0.0.1 --master-port 29500 ...
 A failure on any rank of any node ends every node within seconds, naming the node and rank.
 
+Copied into the training/ folder of upstream VGGT patched with VGGT_npu.patch (the published flow: cp -r test
+training/; cd training; bash test/train_8p_vggt_${case}.sh ...), the launcher runs upstream's trainer instead:
+\`torchrun launch.py --config npu_perf\` (npu_synthetic for --data synthetic, scenes from data/synthetic.py), with
+the same options and summary keys; defaults there: --co3d-dir co3D/co3D, --anno-dir co3D/co3D_annotations and
+--weights ../model.pt when it exists. Summary keys that need vggt-npu's own evaluation (accuracy) are left out there.
+
 test/env_npu.sh (the Ascend runtime settings, harmless elsewhere) is sourced first. PYTHON picks the
 interpreter (default python). Exit status: 0; 2 for a bad option or a missing path; torchrun's status when
 training fails (see train.log).
@@ -132,6 +139,48 @@ vggt_case_dir() {
     if (($3 == 0)); then echo "$1/$2"; else echo "$1/$2_node$3"; fi
 }
 
+# vggt_upstream_layout: true when test/ sits in the training/ folder of upstream VGGT patched with VGGT_npu.patch.
+vggt_upstream_layout() {
+    [[ -f "${VGGT_REPO_ROOT}/launch.py" && -f "${VGGT_REPO_ROOT}/config/npu_perf.yaml" ]]
+}
+
+# vggt_upstream_train_args: set vggt_launch's train_args to upstream's launch.py with the patch's configs, from
+# vggt_launch's options (its locals: bash functions see their caller's); generates the synthetic scenes first.
+vggt_upstream_train_args() {
+    local upstream_config=npu_perf resume="${weights}"
+    local upstream_overrides=(
+        "$(vggt_hydra_path logging.log_dir "${out}/run")"
+        "$(vggt_hydra_path checkpoint.save_dir "${out}/run/ckpts")"
+        "device=${device_type}"
+        "max_img_per_gpu=$((batch_size * VGGT_IMAGES_PER_SAMPLE))"
+    )
+    if [[ "${data}" == synthetic ]]; then
+        upstream_config=npu_synthetic
+        local scenes="${scenes_dir}/upstream_tv"
+        "${python}" data/synthetic.py --out "${scenes}" --category tv --sequences "${VGGT_SCENE_SEQUENCES}" \
+            --frames "${VGGT_SCENE_FRAMES}" --size "${VGGT_SCENE_WIDTH}" "${VGGT_SCENE_HEIGHT}" \
+            --seed "${VGGT_SCENE_SEED}" >"${out}/scenes.log" 2>&1 ||
+            vggt_fail 2 "generating the synthetic scenes failed; see ${out}/scenes.log"
+        co3d_dir="${scenes}/co3d" anno_dir="${scenes}/co3d_annotations"
+    elif [[ -z "${resume}" && -f "${VGGT_REPO_ROOT}/../model.pt" ]]; then
+        resume="$(cd "${VGGT_REPO_ROOT}/.." && pwd)/model.pt" # the published runs start from the official weights
+    fi
+    [[ -n "${resume}" || "${data}" == synthetic ]] ||
+        echo "no --weights and no model.pt next to training/: upstream's trainer starts from scratch"
+    upstream_overrides+=(
+        "$(vggt_hydra_path co3d_dir "${co3d_dir}")"
+        "$(vggt_hydra_path co3d_annotation_dir "${anno_dir}")"
+        "$(if [[ -n "${resume}" ]]; then vggt_hydra_path checkpoint.resume_checkpoint_path "${resume}"; else
+            echo checkpoint.resume_checkpoint_path=null; fi)"
+    )
+    local epochs="${max_epochs}"
+    [[ -n "${epochs}" ]] || epochs="$([[ "${case}" == full ]] && echo 7 || echo 1)" # the published perf / full runs
+    upstream_overrides+=("max_epochs=${epochs}")
+    [[ -z "${max_steps}" ]] || upstream_overrides+=("limit_train_batches=${max_steps}")
+    [[ "${device_type}" != cpu ]] || upstream_overrides+=(optim.amp.enabled=false num_workers=0)
+    train_args=(launch.py --config "${upstream_config}" "${upstream_overrides[@]}")
+}
+
 # vggt_launch perf|full ARGS...: parse the options, check the data, run torchrun, write the summary.
 vggt_launch() {
     local case="$1"
@@ -142,7 +191,8 @@ vggt_launch() {
     local co3d_dir="${VGGT_REPO_ROOT}/data/co3d" anno_dir="${VGGT_REPO_ROOT}/data/co3d_annotations"
     local scenes_dir="${VGGT_REPO_ROOT}/runs/launcher_scenes" output_root="${VGGT_REPO_ROOT}/test/output" flag value
     local eval_anno_dir="" evaluate=0
-    [[ "${case}" != full ]] || evaluate=1
+    [[ "${case}" != full ]] || vggt_upstream_layout || evaluate=1 # accuracy needs vggt-npu's evaluation
+    ! vggt_upstream_layout || co3d_dir="${VGGT_REPO_ROOT}/co3D/co3D" anno_dir="${VGGT_REPO_ROOT}/co3D/co3D_annotations"
     while (($#)); do
         flag="$1"
         if [[ "${flag}" == --*=* ]]; then
@@ -288,11 +338,12 @@ print(device.type, accelerator_count(device.type), device_name(device))
     local where=""
     ((nnodes == 1)) || where=" on node ${node_rank} of ${nnodes} (rendezvous ${master_addr}:${master_port})"
     echo "${name}: ${nproc} x ${device_type} (${device_name})${where}, --data ${data}; log ${out}/train.log"
+    local train_args=(-m training.launch --config-name "${config}" "${overrides[@]}")
+    ! vggt_upstream_layout || vggt_upstream_train_args
     local start status=0
     start="$(date +%s)"
     "${python}" -m torch.distributed.run "${rendezvous[@]}" --nproc_per_node "${nproc}" \
-        --log-dir "${out}/torchrun" -m training.launch --config-name "${config}" "${overrides[@]}" \
-        >"${out}/train.log" 2>&1 || status=$?
+        --log-dir "${out}/torchrun" "${train_args[@]}" >"${out}/train.log" 2>&1 || status=$?
     local e2e=$(($(date +%s) - start))
     ((status == 0)) || vggt_report_failure "${out}" "${status}" "${e2e}" "${node_rank}"
     if ((node_rank != 0)); then

@@ -32,7 +32,7 @@ WARMUP_LINES = 10  # ... and drop the first 10 of them
 LOSS_KEYS = {"Loss": "Loss/train_loss_reg_depth", "LossObjective": "Loss/train_loss_objective"}
 ACCURACY_KEYS = ("AUC30", "AUC15", "AUC5", "AUC3", "DepthAbsRel")  # from the evaluation report's "mean"
 BATCH_TIME = "Batch Time"
-TRAIN_LINE = re.compile(r"Train Epoch: \[(\d+)\]\[(\d+)/(\d+)\] \| (.*)$")
+TRAIN_LINE = re.compile(r"Train Epoch: \[(\d+)\]\[ *(\d+)/(\d+)\] \| (.*)$")  # upstream pads the step
 VALUE = re.compile(r"^(-?[\d.]+(?:e[-+]?\d+)?|nan|-?inf)(?: \((-?[\d.]+(?:e[-+]?\d+)?|nan|-?inf)\))?$")
 
 

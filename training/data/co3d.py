@@ -12,9 +12,6 @@ float16 bit patterns) with a valid-depth mask in `<category>/<sequence>/depth_ma
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,10 +19,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from training.data.augment import AugmentConfig
 from training.data.base import DatasetError, Frame, MultiViewDataset
+from training.data.synthetic import encode_annotations, encode_depth_png
 from vggt.scenes.co3d_files import (
     HOW_TO_GET_ANNOTATIONS,
     SEEN_CATEGORIES,
@@ -37,25 +34,9 @@ from vggt.scenes.co3d_files import (
 logger = logging.getLogger(__name__)
 
 FRAME_KEYS = ("filepath", "extri", "intri")
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 # depth PNGs ---------------------------------------------------------------------------------------
-def encode_depth_png(depth: np.ndarray, name: str | Path = "depth") -> bytes:
-    """Depth [H, W] as the bytes of a 16-bit PNG holding its float16 bit patterns (Co3D's depth encoding)."""
-    depth = np.asarray(depth)
-    if depth.ndim != 2:
-        raise ValueError(f"depth for {name} must be [H, W], got shape {depth.shape}")
-    finite = depth[np.isfinite(depth)]
-    if finite.size and np.abs(finite).max() > FLOAT16_MAX:
-        raise ValueError(f"depth for {name} reaches {np.abs(finite).max():g}, beyond float16's {FLOAT16_MAX:g}")
-    bits = depth.astype(np.float16).view(np.uint16).astype("<u2")
-    height, width = bits.shape
-    buffer = io.BytesIO()
-    Image.frombytes("I;16", (width, height), bits.tobytes()).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def write_depth_png(path: str | Path, depth: np.ndarray) -> None:
     """Write depth [H, W] in Co3D's encoding (see encode_depth_png)."""
     data = encode_depth_png(depth, path)
@@ -81,17 +62,6 @@ def clip_far_depths(depth: np.ndarray, percentile: float) -> np.ndarray:
 
 
 # annotation files -------------------------------------------------------------------------------
-def encode_annotations(sequences: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
-    """`{sequence: [frame dict]}` as gzip-compressed JSON with a zero timestamp (bytes depend only on the data)."""
-    payload = {
-        name: [
-            {key: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for key, v in f.items()} for f in frames
-        ]
-        for name, frames in sequences.items()
-    }
-    return gzip.compress(json.dumps(payload).encode("utf-8"), mtime=0)
-
-
 def write_annotations(path: str | Path, sequences: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
     """Write an annotation file (.jgz, see encode_annotations)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -22,11 +22,15 @@ Written under OUT (for category "synthetic", 2 sequences, 24 frames):
 
 "filepath" is relative to OUT/co3d, "extri" is the 3x4 OpenCV camera-from-world matrix, "intri" the 3x3
 pixel intrinsics. Generate from the command line with `python -m training.data.synthetic --out DIR`.
+
+This module imports nothing of this repository (numpy, Pillow and tqdm only): VGGT_npu.patch adds it byte for
+byte to upstream's tree, where it runs as `python data/synthetic.py --out DIR` from upstream's training/.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import json
 import math
@@ -42,13 +46,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from training.data.co3d import encode_annotations, encode_depth_png
-
 GENERATOR_VERSION = 1  # bump when the rendered output changes, so old caches are not mistaken for new ones
 MANIFEST = "manifest.json"
 TEMPORARY_PREFIX = ".partial-"  # files being written; renamed into place when complete
 SUPERSAMPLE = 2  # colour rays per pixel side (anti-aliasing); depth comes from the pixel-centre ray
 GROUND_HALF_SIZE = 5.0
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 DEFAULT_SPLITS: Mapping[str, float] = {"train": 0.75, "test": 0.25}
 
 
@@ -326,6 +329,33 @@ def render(
         rgb[sel] = primitive.texture(local[sel]) * shade[:, None]
     rgb = rgb.reshape(height, width, SUPERSAMPLE**2, 3).transpose(2, 0, 1, 3).mean(axis=0)  # box filter
     return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8), depth.astype(np.float32)
+
+
+# Co3D file encodings (read back by training.data.co3d) -------------------------------------------
+def encode_depth_png(depth: np.ndarray, name: str | Path = "depth") -> bytes:
+    """Depth [H, W] as the bytes of a 16-bit PNG holding its float16 bit patterns (Co3D's depth encoding)."""
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f"depth for {name} must be [H, W], got shape {depth.shape}")
+    finite = depth[np.isfinite(depth)]
+    if finite.size and np.abs(finite).max() > FLOAT16_MAX:
+        raise ValueError(f"depth for {name} reaches {np.abs(finite).max():g}, beyond float16's {FLOAT16_MAX:g}")
+    bits = depth.astype(np.float16).view(np.uint16).astype("<u2")
+    height, width = bits.shape
+    buffer = io.BytesIO()
+    Image.frombytes("I;16", (width, height), bits.tobytes()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encode_annotations(sequences: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
+    """`{sequence: [frame dict]}` as gzip-compressed JSON with a zero timestamp (bytes depend only on the data)."""
+    payload = {
+        name: [
+            {key: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for key, v in f.items()} for f in frames
+        ]
+        for name, frames in sequences.items()
+    }
+    return gzip.compress(json.dumps(payload).encode("utf-8"), mtime=0)
 
 
 # writing ----------------------------------------------------------------------------------------
