@@ -36,43 +36,47 @@ def chunk_rope(frame_rope: RopeTables, frames: int, cache: dict[int, RopeTables]
     return cache[frames]
 
 
-def global_keys_values(
-    block: Block, x: torch.Tensor, frame_rope: RopeTables, tokens_per_frame: int, frames_per_chunk: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """x: [B, S * P, C] -> rotated keys and values of the whole sequence, each [B, H, S * P, D], chunk by chunk."""
-    B, N, _ = x.shape
-    attn = block.attn
-    keys = values = None
-    ropes: dict[int, RopeTables] = {}
-    for start, end in frame_spans(N // tokens_per_frame, frames_per_chunk):
-        tokens = slice(start * tokens_per_frame, end * tokens_per_frame)
-        k, v = attn.keys_values(block.norm1(x[:, tokens]), chunk_rope(frame_rope, end - start, ropes))
-        if keys is None:
-            keys = k.new_empty(B, attn.num_heads, N, attn.head_dim)
-            values = v.new_empty(B, attn.num_heads, N, attn.head_dim)
-        keys[:, :, tokens] = k
-        values[:, :, tokens] = v
-    return keys, values
-
-
-def finish_global_block_in_place(
+def project_global(
     block: Block,
     x: torch.Tensor,
     frame_rope: RopeTables,
     tokens_per_frame: int,
     frames_per_chunk: int,
-    attend: Callable[[torch.Tensor], torch.Tensor],
-) -> None:
-    """x: [B, S * P, C] <- block(x), given `attend(queries [B, H, n, D]) -> [B, H, n, D]` over the whole sequence.
-
-    Every chunk's keys and values already exist, so overwriting a chunk's residual loses nothing later chunks need.
-    """
+    with_queries: bool = False,
+) -> list[torch.Tensor]:
+    """x: [B, S * P, C] -> [keys, values] (or [queries, keys, values]), each [B, H, S * P, D], chunk by chunk."""
+    B, N, _ = x.shape
+    attn = block.attn
+    projected: list[torch.Tensor] = []
     ropes: dict[int, RopeTables] = {}
+    for start, end in frame_spans(N // tokens_per_frame, frames_per_chunk):
+        tokens = slice(start * tokens_per_frame, end * tokens_per_frame)
+        normed = block.norm1(x[:, tokens])
+        rope = chunk_rope(frame_rope, end - start, ropes)
+        parts = attn.keys_values(normed, rope)
+        if with_queries:
+            parts = (attn.queries(normed, rope), *parts)
+        if not projected:
+            projected = [p.new_empty(B, attn.num_heads, N, attn.head_dim) for p in parts]
+        for buffer, part in zip(projected, parts):
+            buffer[:, :, tokens] = part
+    return projected
+
+
+def finish_global_block_in_place(
+    block: Block,
+    x: torch.Tensor,
+    tokens_per_frame: int,
+    frames_per_chunk: int,
+    attended: Callable[[slice, int], torch.Tensor],
+) -> None:
+    """x: [B, S * P, C] <- block(x), given `attended(tokens, frames)`: the attention result [B, H, n, D] of a chunk.
+
+    `attended` is called for a chunk before its residual is overwritten; global keys and values must already exist.
+    """
     for start, end in frame_spans(x.shape[1] // tokens_per_frame, frames_per_chunk):
         tokens = slice(start * tokens_per_frame, end * tokens_per_frame)
-        residual = x[:, tokens]
-        q = block.attn.queries(block.norm1(residual), chunk_rope(frame_rope, end - start, ropes))
-        h = residual + block.ls1(block.attn.output(attend(q)))
+        h = x[:, tokens] + block.ls1(block.attn.output(attended(tokens, end - start)))
         x[:, tokens] = h + block.ls2(block.mlp(block.norm2(h)))
 
 
@@ -80,7 +84,11 @@ def run_global_block_in_place(
     block: Block, x: torch.Tensor, frame_rope: RopeTables, tokens_per_frame: int, frames_per_chunk: int
 ) -> None:
     """x: [B, S * P, C] <- block(x) with global attention, `frames_per_chunk` frames of token-wise work at a time."""
-    keys, values = global_keys_values(block, x, frame_rope, tokens_per_frame, frames_per_chunk)
-    finish_global_block_in_place(
-        block, x, frame_rope, tokens_per_frame, frames_per_chunk, lambda q: kernels.attention(q, keys, values)
-    )
+    keys, values = project_global(block, x, frame_rope, tokens_per_frame, frames_per_chunk)
+    ropes: dict[int, RopeTables] = {}
+
+    def attended(tokens: slice, frames: int) -> torch.Tensor:
+        q = block.attn.queries(block.norm1(x[:, tokens]), chunk_rope(frame_rope, frames, ropes))
+        return kernels.attention(q, keys, values)
+
+    finish_global_block_in_place(block, x, tokens_per_frame, frames_per_chunk, attended)

@@ -125,12 +125,16 @@ class Aggregator(nn.Module):
     ) -> list[torch.Tensor | None]:
         """The inference forward with bounded token-wise memory (see vggt.layers.token_chunks)."""
         B, S = images.shape[:2]
+        tokens = self.embed_in_chunks(images, first_frame_of_sequence(B, S, images.device), frames_per_chunk)
+        return self.run_blocks_chunked(tokens, keep, frame_rope, frames_per_chunk)
+
+    def embed_in_chunks(self, images: torch.Tensor, is_first: torch.Tensor, frames_per_chunk: int) -> torch.Tensor:
+        """images: [B, S, 3, H, W], is_first: [B * S] bool -> tokens [B, S, P, C], a chunk of frames at a time."""
+        B, S = images.shape[:2]
         frames = images.flatten(0, 1)
-        is_first = first_frame_of_sequence(B, S, images.device)
-        tokens = torch.cat(
-            [self.embed(frames[start:end], is_first[start:end]) for start, end in frame_spans(B * S, frames_per_chunk)]
-        )
-        return self.run_blocks_chunked(tokens.view(B, S, *tokens.shape[1:]), keep, frame_rope, frames_per_chunk)
+        spans = frame_spans(B * S, frames_per_chunk)
+        tokens = torch.cat([self.embed(frames[start:end], is_first[start:end]) for start, end in spans])
+        return tokens.view(B, S, *tokens.shape[1:])
 
     def run_blocks_chunked(
         self,
