@@ -67,7 +67,7 @@ class SequenceShards:
     def gather(cls, local_frames: int, group: dist.ProcessGroup | None = None) -> SequenceShards:
         """Every rank's local frame count, learned by one all-gather (ranks hold contiguous frames in rank order)."""
         world = dist.get_world_size(group)
-        device = _collective_device(group)
+        device = collective_device(group)
         counts = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world)]
         dist.all_gather(counts, torch.tensor([local_frames], dtype=torch.int64, device=device), group=group)
         return cls([int(c.item()) for c in counts], dist.get_rank(group), group)
@@ -82,7 +82,7 @@ class SequenceShards:
         return sum(self.frames[: self.rank])
 
 
-def _collective_device(group: dist.ProcessGroup | None) -> torch.device:
+def collective_device(group: dist.ProcessGroup | None = None) -> torch.device:
     """Tensors of the backend's device: gloo works on host tensors, nccl / hccl on the current accelerator."""
     if dist.get_backend(group) == "gloo":
         return torch.device("cpu")

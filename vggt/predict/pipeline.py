@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vggt.parallel.launch import is_helper_rank, scene_forward, serve_forward
 from vggt.predict.bundle_adjust import BundleAdjustmentOptions, BundleAdjustmentStats, run_bundle_adjustment
 from vggt.predict.colmap import Observations, build_reconstruction, import_pycolmap, write_reconstruction
 from vggt.predict.depth_png import write_depth_pngs
@@ -173,9 +174,10 @@ def _dense_reconstruction(prediction: Prediction, limit: int):  # -> pycolmap.Re
     )
 
 
-def predict(options: PredictOptions) -> PredictSummary:
+def predict(options: PredictOptions) -> PredictSummary | None:
     """Run `vggt predict`: check everything cheap first, then model, images, predictions and exports, all written
-    into a staging directory that becomes options.out only when complete."""
+    into a staging directory that becomes options.out only when complete. Helper ranks of a multi-process run
+    compute their frames' share and return None."""
     _check_options(options)
     source = resolve_inputs(options.images)
     if source.video is not None:
@@ -188,6 +190,9 @@ def predict(options: PredictOptions) -> PredictSummary:
     model = load_model(options.model, options.config)
     if queries is not None and model.track_head is None:
         raise ValueError("--query-points needs the track head, and this model has none")
+    if is_helper_rank():  # sequence parallelism: this rank computes its frames, rank 0 reads and writes
+        serve_forward(model, device, dtype, options.frames_chunk_size)
+        return None
     summary = PredictSummary(options.out)
 
     with staged_directory(options.out, options.overwrite) as stage:
@@ -201,7 +206,7 @@ def predict(options: PredictOptions) -> PredictSummary:
         )
         query_tensor = None if queries is None else _query_points_in_model(queries, transforms[0], options.query_points)
         print(f"running VGGT on {len(images)} frames of {images.shape[-2]}x{images.shape[-1]} ({device}, {dtype})")
-        arrays = run_model(model, images, device, dtype, options.frames_chunk_size, query_tensor)
+        arrays = run_model(model, images, device, dtype, options.frames_chunk_size, query_tensor, scene_forward())
         arrays.update(_original_geometry(arrays, transforms, names))
         if query_tensor is not None:
             arrays["query_points"] = query_tensor.numpy()  # model pixels of frame 0
