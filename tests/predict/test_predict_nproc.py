@@ -19,7 +19,8 @@ def test_two_processes_write_the_predictions_of_one(tiny_weights: Path, scene_im
     outputs = {}
     for nproc in (1, 2):
         out = tmp_path / f"nproc{nproc}"
-        extra = ("--export", "none", "--query-points", queries, "--resolution", 224, "--nproc", nproc)  # tracker: >= 128 px
+        # 224 px: the tracker needs at least 128 px
+        extra = ("--export", "none", "--query-points", queries, "--resolution", 224, "--nproc", nproc)
         result = run_cli(*predict_args(scene_images, out, tiny_weights, *extra))
         assert result.status == 0, result.stderr
         outputs[nproc] = np.load(out / "predictions.npz")
