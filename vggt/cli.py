@@ -238,6 +238,11 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
         "world size is used (default 1)",
     )
     model.add_argument(
+        "--skip-memory-check",
+        action="store_true",
+        help="run even when the memory estimate printed before loading exceeds the free device or host memory",
+    )
+    model.add_argument(
         "--query-points",
         type=Path,
         metavar="FILE",
@@ -306,6 +311,7 @@ def run_predict(args: argparse.Namespace) -> int:
         max_colmap_points=args.max_colmap_points,
         ba=ba,
         overwrite=args.overwrite,
+        memory_check=not args.skip_memory_check,
     )
     if args.nproc < 1:
         raise ValueError(f"--nproc must be at least 1, got {args.nproc}")

@@ -46,6 +46,11 @@ def init_group(device: torch.device, rank: int | None = None, world_size: int | 
     dist.init_process_group(distributed_backend(device), init_method=init, timeout=TIMEOUT, **kwargs)
 
 
+def process_count() -> int:
+    """Processes sharing each forward: the group's world size, 1 without a process group."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def is_helper_rank() -> bool:
     """A rank that computes its share of each forward but writes nothing (every rank but 0)."""
     return dist.is_available() and dist.is_initialized() and dist.get_rank() > 0
@@ -88,7 +93,7 @@ def parallel_forward(
 
 def scene_forward() -> Callable[..., dict[str, Any]] | None:
     """parallel_forward inside a multi-process group, None (the plain model call) in a single process."""
-    return parallel_forward if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+    return parallel_forward if process_count() > 1 else None
 
 
 def serve_forward(model: VGGT, device: torch.device, dtype: torch.dtype, frames_chunk_size: int) -> None:

@@ -27,7 +27,7 @@ from vggt.layers import Block, RopeTables, grid_positions
 from vggt.layers.token_chunks import finish_global_block_in_place, project_global
 from vggt.models.aggregator import DEFAULT_FRAMES_CHUNK_SIZE
 from vggt.models.vggt import VGGT
-from vggt.runtime import autocast_disabled, kernels
+from vggt.runtime import autocast_disabled, backend_device, kernels
 
 
 def allowed_world_sizes(num_heads: int) -> list[int]:
@@ -83,12 +83,8 @@ class SequenceShards:
 
 
 def collective_device(group: dist.ProcessGroup | None = None) -> torch.device:
-    """Tensors of the backend's device: gloo works on host tensors, nccl / hccl on the current accelerator."""
-    if dist.get_backend(group) == "gloo":
-        return torch.device("cpu")
-    from vggt.runtime import default_device
-
-    return default_device()
+    """Where the tensors of this group's collectives live (host for gloo, the rank's accelerator otherwise)."""
+    return backend_device(dist.get_backend(group))
 
 
 # collectives ---------------------------------------------------------------------------------------

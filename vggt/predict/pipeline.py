@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vggt.parallel.launch import is_helper_rank, scene_forward, serve_forward
+from vggt.memory_plan import check_inference_memory, planning_config
+from vggt.parallel.launch import is_helper_rank, process_count, scene_forward, serve_forward
 from vggt.predict.bundle_adjust import BundleAdjustmentOptions, BundleAdjustmentStats, run_bundle_adjustment
 from vggt.predict.colmap import Observations, build_reconstruction, import_pycolmap, write_reconstruction
 from vggt.predict.depth_png import write_depth_pngs
@@ -69,6 +70,7 @@ class PredictOptions:
     max_colmap_points: int = 100_000
     ba: BundleAdjustmentOptions | None = None
     overwrite: bool = False
+    memory_check: bool = True  # stop before loading when the memory estimate exceeds what is free
 
 
 @dataclass
@@ -186,6 +188,15 @@ def predict(options: PredictOptions) -> PredictSummary | None:
     device = resolve_device(options.device)
     configure_process(device)
     dtype = inference_dtype(options.dtype, device)
+    if source.video is None:  # a video's frame count is known only after extraction
+        config = planning_config(options.config, options.model)
+        side, queried = options.resolution, 0 if queries is None else len(queries)
+        plan = check_inference_memory(
+            config, len(source.images), side, side, device, dtype, options.frames_chunk_size, process_count(),
+            queried, enforce=options.memory_check,
+        )  # fmt: skip
+        if not is_helper_rank():
+            print(plan)
     print(f"loading the model from {options.model}")
     model = load_model(options.model, options.config)
     if queries is not None and model.track_head is None:

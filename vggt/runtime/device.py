@@ -88,6 +88,15 @@ def distributed_backend(device: torch.device) -> str:
     return DIST_BACKENDS[device.type]
 
 
+def backend_device(backend: str) -> torch.device:
+    """The device whose tensors the collectives of `backend` take: the CPU for gloo, else the current accelerator."""
+    kinds = {name: kind for kind, name in DIST_BACKENDS.items()}
+    if backend not in kinds:
+        raise ValueError(f"unknown distributed backend {backend!r}; vggt.runtime uses {sorted(kinds)}")
+    module = _module_of_kind(kinds[backend])
+    return torch.device("cpu") if module is None else torch.device(kinds[backend], module.current_device())
+
+
 def set_current_device(device: torch.device) -> None:
     """Make `device` (with its index) the current accelerator of this process, e.g. per DDP rank."""
     module = accelerator_module(device)
@@ -120,6 +129,26 @@ def peak_memory_bytes(device: torch.device) -> int | None:
     """Peak bytes held by tensors on `device` since the last reset_peak_memory; None on the CPU."""
     module = accelerator_module(device)
     return None if module is None else int(module.max_memory_allocated(device))
+
+
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Bytes a new allocation on `device` can still get: the accelerator's free memory, the host's MemAvailable
+    for the CPU; None where neither is known."""
+    module = accelerator_module(device)
+    if module is not None:
+        return int(module.mem_get_info(device)[0])
+    return host_available_bytes()
+
+
+def host_available_bytes() -> int | None:
+    """The kernel's estimate of memory available to new processes (MemAvailable); None off Linux."""
+    meminfo = Path("/proc/meminfo")
+    if not meminfo.is_file():
+        return None
+    for line in meminfo.read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
 
 
 # seeding and process settings ----------------------------------------------------------------------
