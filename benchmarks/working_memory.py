@@ -6,6 +6,9 @@ never holds more than the model), glibc hands freed blocks back to the kernel
 when they are missing), and the peak is the kernel's exact ru_maxrss, not a sampled figure. Prints one
 JSON line. `bench_infer.py --sweep` runs it once per frame count so that peaks never mix.
 
+With --nproc N the frames are split over N gloo processes (sequence-parallel inference) and the row
+gives the largest working memory of a rank.
+
 Example: python benchmarks/working_memory.py --config vggt_1b --frames 32 --height 112 --width 112
 """
 
@@ -16,8 +19,10 @@ import json
 import os
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
@@ -44,22 +49,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, required=True, help="frame count S")
     parser.add_argument("--height", type=int, default=112, help="image height, a multiple of 14")
     parser.add_argument("--width", type=int, default=112, help="image width, a multiple of 14")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="autocast dtype")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="autocast dtype (default: float32)",
+    )
     parser.add_argument(
         "--frames-chunk-size",
         type=int,
         default=8,
         help="frames per chunk of token-wise work; 0 runs every frame at once (default: %(default)s)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (per process)")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="sequence-parallel over this many gloo processes; the row reports the largest rank (default: 1)",
+    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dict:
+    """Load, run one forward (this rank's frames when world_size > 1) and return the row of this process."""
     import torch
 
     from vggt.config import VGGTConfig
+    from vggt.parallel import sequence_parallel_forward, shard_frames
     from vggt.synthetic_weights import synthetic_tensor
     from vggt.weights import build_model
 
@@ -70,24 +87,55 @@ def main(argv: Sequence[str] | None = None) -> dict:
         model.load_state_dict({name: synthetic_tensor(name, tensor.shape)}, strict=False, assign=True)
     model.eval().requires_grad_(False)
     images = torch.rand(1, args.frames, 3, args.height, args.width, generator=torch.Generator().manual_seed(0))
+    start, end = shard_frames(args.frames, world_size)[rank]
+    images = images[:, start:end].clone()  # this process holds only its frames
     loaded = rss_bytes()
-    start = time.perf_counter()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bfloat16"):
-        model(images, frames_chunk_size=args.frames_chunk_size or None)
-    seconds = time.perf_counter() - start
+    chunk = args.frames_chunk_size or None
+    begin = time.perf_counter()
+    dtype = getattr(torch, args.dtype)
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        if world_size > 1:
+            sequence_parallel_forward(model, images, frames_chunk_size=chunk)
+        else:
+            model(images, frames_chunk_size=chunk)
+    seconds = time.perf_counter() - begin
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    result = {
+    return {
         "config": args.config,
         "frames": args.frames,
         "height": args.height,
         "width": args.width,
         "dtype": args.dtype,
         "frames_chunk_size": args.frames_chunk_size,
+        "nproc": world_size,
         "seconds": round(seconds, 3),
         "rss_after_load_bytes": loaded,
         "peak_rss_bytes": peak,
         "working_bytes": peak - loaded,
     }
+
+
+def _rank(rank: int, args: argparse.Namespace, folder: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=args.nproc)
+    row = measure(args, rank, args.nproc)
+    (Path(folder) / f"rank{rank}.json").write_text(json.dumps(row))
+    dist.destroy_process_group()
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.nproc == 1:
+        result = measure(args)
+    else:  # one process per rank; the row reports the largest rank's working memory and the slowest rank's time
+        import torch.multiprocessing as mp
+
+        with tempfile.TemporaryDirectory(prefix="working-memory-") as folder:
+            mp.spawn(_rank, args=(args, folder), nprocs=args.nproc, join=True)
+            rows = [json.loads((Path(folder) / f"rank{r}.json").read_text()) for r in range(args.nproc)]
+        result = max(rows, key=lambda row: row["working_bytes"])
+        result["seconds"] = max(row["seconds"] for row in rows)
     print(json.dumps(result))
     return result
 
