@@ -213,13 +213,16 @@ def write_plot(rows: Sequence[dict], path: Path, device_label: str) -> None:
         latency.plot(counts, [UPSTREAM_H100[n][0] for n in counts], "s--", label="upstream, H100 (published)")
         memory.plot(counts, [UPSTREAM_H100[n][1] for n in counts], "s--", label="upstream, H100 (published)")
     first = rows[0]
-    title = f"{first['config']} {first['height']}x{first['width']} {first['dtype']}, {first['nproc']} process(es)"
-    for axis, label in ((latency, "forward latency (s)"), (memory, f"peak memory (GB), {first['memory_kind']}")):
+    title = (
+        f"{first['config']} {first['height']}x{first['width']} {first['dtype']}, {first['nproc']} process(es); "
+        f"memory: {first['memory_kind']}"
+    )
+    for axis, label in ((latency, "forward latency (s)"), (memory, "peak memory (GB)")):
         axis.set_xlabel("frames")
         axis.set_ylabel(label, fontsize=8)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    figure.suptitle(title)
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -3,6 +3,12 @@
 Output entry i is [frame_out_i ‖ global_out_i] of shape [B, S, P, 2C] (raw residual stream, no
 final norm), where P = 1 + num_register_tokens + patches. Only the layers some head reads are
 kept alive; the other entries are None so that the list stays indexable by layer.
+
+Without autograd the token-wise work runs `frames_chunk_size` frames at a time, in place (see
+vggt.layers.token_chunks). It is the same knob as the heads' `frames_chunk_size`, not a second one:
+both bound a transient that is linear in the frames of one chunk, the heads' (full-resolution DPT
+maps, about 0.3 GB a frame at 518 px) is several times the aggregator's, so the heads set the
+chunk a memory budget allows and a separate aggregator chunk would buy nothing.
 """
 
 from __future__ import annotations
