@@ -74,3 +74,12 @@ def test_chunked_global_block_keeps_autocast_dtypes(tiny_model, images) -> None:
     last = tiny_model.config.depth - 1
     assert chunked[last].dtype == whole[last].dtype == torch.float32
     torch.testing.assert_close(chunked[last], whole[last], rtol=0.05, atol=0.05)
+
+
+def test_chunked_global_attention_runs_on_every_kernel_backend(tiny_model, images, kernel_backend) -> None:
+    # queries of one chunk against the keys of the whole sequence: Nq != Nk in every backend's attention
+    with torch.no_grad():
+        whole, _ = tiny_model.aggregator(images, frames_chunk_size=None)
+        chunked, _ = tiny_model.aggregator(images, frames_chunk_size=2)
+    last = tiny_model.config.depth - 1
+    assert_close_relative(chunked[last], whole[last], f"{kernel_backend} backend")
