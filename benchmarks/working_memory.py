@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dict:
     """Load, run one forward (this rank's frames when world_size > 1) and return the row of this process."""
-    import torch
+    import torch  # torch and vggt load here, after ensure_malloc_env's re-exec, so that glibc runs as measured
 
     from vggt.config import VGGTConfig
     from vggt.parallel import sequence_parallel_forward, shard_frames
@@ -116,9 +116,12 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
 
 
 def _rank(rank: int, args: argparse.Namespace, folder: str) -> None:
+    import torch
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=args.nproc)
+    from vggt.parallel.launch import init_group
+
+    init_group(torch.device("cpu"), rank, args.nproc, f"file://{folder}/rendezvous")  # gloo, via the runtime
     row = measure(args, rank, args.nproc)
     (Path(folder) / f"rank{rank}.json").write_text(json.dumps(row))
     dist.destroy_process_group()
