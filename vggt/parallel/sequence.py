@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from vggt.layers import Block, RopeTables, grid_positions
 from vggt.layers.token_chunks import finish_global_block_in_place, project_global
-from vggt.models.aggregator import DEFAULT_FRAMES_CHUNK_SIZE
+from vggt.models.aggregator import DEFAULT_FRAMES_CHUNK_SIZE, GlobalBlockRunner
 from vggt.models.vggt import VGGT
 from vggt.runtime import autocast_disabled, backend_device, kernels
 
@@ -120,10 +120,12 @@ def gather_frames(local: torch.Tensor, shards: SequenceShards, dim: int = 1) -> 
 
 
 # global attention across processes --------------------------------------------------------------------
-def global_block_across_processes(shards: SequenceShards):
+def global_block_across_processes(shards: SequenceShards) -> GlobalBlockRunner:
     """A `global_block_in_place` for Aggregator.run_blocks_chunked whose attention spans every rank's frames."""
 
-    def run(block: Block, x: torch.Tensor, frame_rope: RopeTables, tokens_per_frame: int, frames_per_chunk: int):
+    def run(
+        block: Block, x: torch.Tensor, frame_rope: RopeTables, tokens_per_frame: int, frames_per_chunk: int
+    ) -> None:
         B = x.shape[0]
         heads, head_dim = block.attn.num_heads, block.attn.head_dim
         mine = heads // shards.world_size
