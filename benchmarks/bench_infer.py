@@ -9,17 +9,31 @@ the process's peak resident set size (VmHWM), which holds the weights as well; i
 configuration through /proc/self/clear_refs where the kernel allows it, and is otherwise a
 process-lifetime high-water mark. Every row also gives the peak over the loaded-model baseline.
 
+Sweep (--sweep): one fresh process per frame count, so that peaks never mix, then a CSV and a PNG of
+latency and peak memory against frames. On the CPU each count runs benchmarks/working_memory.py
+(working memory = peak RSS - RSS after loading, the model loaded tensor by tensor onto the meta
+device; with --nproc N over N gloo processes of sequence-parallel inference); on an accelerator each
+count runs this script once (allocator peak). Upstream's published H100 aggregator table is drawn
+as reference points when the device is an H100.
+
 Example: python benchmarks/bench_infer.py --config tiny --frames 1 2 8 --height 518 --width 518
+         python benchmarks/bench_infer.py --config vggt_1b --height 112 --width 112 --frames 8 16 32 64 \
+             --sweep --csv sweep.csv --png sweep.png
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
+import json
+import os
 import statistics
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from common import (
@@ -39,13 +53,29 @@ from common import (
 
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
-from vggt.runtime import autocast
+from vggt.runtime import autocast, device_name
 from vggt.runtime.precision import DTYPES
 from vggt.synthetic_weights import synthetic_model
 
 PRESETS = ("vggt_1b", "small_reference", "tiny")
 PARTS = {"aggregator": ("aggregator",), "model": ("model",), "both": ("aggregator", "model")}
 SEED = 0
+HERE = Path(__file__).resolve().parent
+# upstream README at 97bbde5 (section 3.7 of the spec): aggregator only, one H100, Flash Attention 3
+UPSTREAM_H100 = {1: (0.04, 1.88), 2: (0.05, 2.07), 4: (0.07, 2.45), 8: (0.11, 3.23), 10: (0.14, 3.63)}
+UPSTREAM_H100.update({20: (0.31, 5.58), 50: (1.04, 11.41), 100: (3.12, 21.15), 200: (8.75, 40.63)})
+SWEEP_FIELDS = (
+    "config",
+    "frames",
+    "height",
+    "width",
+    "dtype",
+    "nproc",
+    "device",
+    "seconds",
+    "peak_bytes",
+    "memory_kind",
+)
 
 
 @dataclass
@@ -130,6 +160,96 @@ def format_table(rows: Sequence[Row]) -> str:
     return aligned_table(header, cells)
 
 
+# sweep: one process per frame count -------------------------------------------------------------
+def sweep_row(args: argparse.Namespace, frames: int, device: torch.device) -> dict:
+    """Run one frame count in a fresh process and return its SWEEP_FIELDS row."""
+    shape = ["--config", args.config, "--frames", str(frames), "--height", str(args.height), "--width", str(args.width)]
+    threads = [] if args.threads is None else ["--threads", str(args.threads)]
+    if device.type == "cpu":
+        command = [sys.executable, str(HERE / "working_memory.py"), *shape, "--dtype", args.dtype]
+        command += ["--frames-chunk-size", str(args.frames_chunk_size), "--nproc", str(args.nproc), *threads]
+        row = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        seconds, peak, kind = row["seconds"], row["working_bytes"], "working RSS (peak - after loading), largest rank"
+    else:
+        out = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_infer_{os.getpid()}_{frames}.json"
+        command = [sys.executable, str(HERE / "bench_infer.py"), *shape, "--dtype", args.dtype, "--part", "model"]
+        command += ["--device", str(device), "--warmup", "1", "--repeats", "1", "--json", str(out), *threads]
+        subprocess.run(command, check=True, capture_output=True, text=True)
+        row = json.loads(out.read_text())["rows"][0]
+        out.unlink()
+        seconds, peak, kind = row["mean_s"], row["peak_bytes"], row["memory_kind"]
+    return {
+        "config": args.config,
+        "frames": frames,
+        "height": args.height,
+        "width": args.width,
+        "dtype": args.dtype,
+        "nproc": args.nproc,
+        "device": str(device),
+        "seconds": seconds,
+        "peak_bytes": peak,
+        "memory_kind": kind,
+    }
+
+
+def write_plot(rows: Sequence[dict], path: Path, device_label: str) -> None:
+    """PNG of latency and peak memory against frames; upstream's H100 points when the device is one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = [r["frames"] for r in rows]
+    figure, (latency, memory) = plt.subplots(1, 2, figsize=(11, 4))
+    latency.plot(frames, [r["seconds"] for r in rows], "o-", label=f"ours ({device_label})")
+    memory.plot(frames, [r["peak_bytes"] / 1e9 for r in rows], "o-", label=f"ours ({device_label})")
+    if "H100" in device_label:
+        counts = sorted(UPSTREAM_H100)
+        latency.plot(counts, [UPSTREAM_H100[n][0] for n in counts], "s--", label="upstream, H100 (published)")
+        memory.plot(counts, [UPSTREAM_H100[n][1] for n in counts], "s--", label="upstream, H100 (published)")
+    first = rows[0]
+    title = (
+        f"{first['config']} {first['height']}x{first['width']} {first['dtype']}, {first['nproc']} process(es); "
+        f"memory: {first['memory_kind']}"
+    )
+    for axis, label in ((latency, "forward latency (s)"), (memory, "peak memory (GB)")):
+        axis.set_xlabel("frames")
+        axis.set_ylabel(label, fontsize=8)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def run_sweep(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """--sweep: every frame count in its own process, then the CSV, the PNG and a table on stdout."""
+    rows = []
+    for frames in args.frames:
+        print(f"sweep: {frames} frames ...", file=sys.stderr)
+        rows.append(sweep_row(args, frames, device))
+        print(f"  {rows[-1]['seconds']:.3f} s, {rows[-1]['peak_bytes'] / 1e6:.1f} MB", file=sys.stderr)
+    if args.csv is not None:
+        with args.csv.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=SWEEP_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+    if args.png is not None:
+        write_plot(rows, args.png, device_name(device))
+    header = ("frames", "seconds", "peak MB", "MB per added frame")
+    cells = []
+    for previous, row in zip([None, *rows], rows):
+        slope = (
+            ""
+            if previous is None
+            else f"{(row['peak_bytes'] - previous['peak_bytes']) / 1e6 / (row['frames'] - previous['frames']):.2f}"
+        )
+        cells.append((str(row["frames"]), f"{row['seconds']:.3f}", f"{row['peak_bytes'] / 1e6:.1f}", slope))
+    print(aligned_table(header, cells))
+    return rows
+
+
 # command line ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -183,18 +303,40 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="random query points for the track head in model rows; 0 skips tracking (default: %(default)s)",
     )
+    sweep = parser.add_argument_group("sweep (one process per frame count)")
+    sweep.add_argument("--sweep", action="store_true", help="run every --frames count in a fresh process")
+    sweep.add_argument("--csv", type=Path, default=None, help="--sweep: write the rows to this CSV file")
+    sweep.add_argument("--png", type=Path, default=None, help="--sweep: plot latency and memory to this PNG")
+    sweep.add_argument(
+        "--nproc",
+        type=int_at_least(1),
+        default=1,
+        help="--sweep on the CPU: sequence-parallel over this many gloo processes (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--frames-chunk-size",
+        type=int_at_least(0),
+        default=8,
+        help="--sweep on the CPU: frames per chunk of token-wise work, 0 for none (default: %(default)s)",
+    )
     add_threads_and_json(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> list[Row]:
-    """Run the benchmark for the command line `argv` (default sys.argv[1:]) and return its rows."""
+def main(argv: Sequence[str] | None = None) -> list[Row] | list[dict]:
+    """Run the benchmark for the command line `argv` (default sys.argv[1:]) and return its rows (dicts: --sweep)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     config = VGGTConfig.preset(args.config)
     patch = config.patch_size
     check_resolution(parser, args, patch)
     device = prepare_device(parser, args)
+    if args.sweep:
+        if device.type != "cpu" and args.nproc > 1:
+            parser.error("--nproc in a sweep runs gloo processes on the CPU; use --device cpu")
+        return run_sweep(args, device)
+    if args.csv or args.png or args.nproc > 1:
+        parser.error("--csv, --png and --nproc belong to --sweep")
     dtype = DTYPES[args.dtype]
 
     print(f"loading {args.config} with synthetic weights on {device} ...", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,3 +54,26 @@ def test_bad_resolution_names_the_value(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"{flag} {value} is not a multiple of the patch size 14" in err
+
+
+@pytest.mark.slow
+def test_sweep_runs_each_count_in_its_own_process_and_writes_csv_and_png(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv_path, png_path = tmp_path / "sweep.csv", tmp_path / "sweep.png"
+    args = ["--config", "tiny", "--frames", "2", "4", "--height", "56", "--width", "56", "--device", "cpu"]
+    rows = bench.main([*args, "--sweep", "--nproc", "2", "--csv", str(csv_path), "--png", str(png_path)])
+
+    assert [row["frames"] for row in rows] == [2, 4]
+    assert all(row["nproc"] == 2 and row["peak_bytes"] > 0 and row["seconds"] > 0 for row in rows)
+    with csv_path.open() as handle:
+        written = list(csv.DictReader(handle))
+    assert [int(row["frames"]) for row in written] == [2, 4] and set(written[0]) == set(bench.SWEEP_FIELDS)
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "MB per added frame" in capsys.readouterr().out
+
+
+def test_sweep_options_need_sweep(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        bench.main([*TINY_ARGS, "--csv", "x.csv"])
+    assert "belong to --sweep" in capsys.readouterr().err

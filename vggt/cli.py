@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import sys
 import warnings
@@ -19,6 +20,7 @@ from typing import Any
 from vggt.evaluation.pipeline import EvalOptions, run_evaluation
 from vggt.evaluation.report import table_lines
 from vggt.models.vggt import VGGT
+from vggt.parallel.launch import launch, under_torchrun
 from vggt.predict.bundle_adjust import BundleAdjustmentOptions
 from vggt.predict.pipeline import PredictOptions, parse_exports, predict
 from vggt.predict.viewer import serve
@@ -240,7 +242,22 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=8,
         metavar="N",
-        help="frames per chunk in the dense heads (lower it to save memory; default 8)",
+        help="frames per chunk of the token-wise work in the aggregator and the heads (lower it to save memory; "
+        "default 8)",
+    )
+    model.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split the frames over N processes (one per device) with exact sequence-parallel inference; N must "
+        "divide the attention head count (16 for VGGT-1B); rank 0 writes the outputs. Under torchrun the launcher's "
+        "world size is used (default 1)",
+    )
+    model.add_argument(
+        "--skip-memory-check",
+        action="store_true",
+        help="run even when the memory estimate printed before loading exceeds the free device or host memory",
     )
     model.add_argument(
         "--query-points",
@@ -315,11 +332,25 @@ def run_predict(args: argparse.Namespace) -> int:
         ba=ba,
         overwrite=args.overwrite,
         strict=args.strict,
+        memory_check=not args.skip_memory_check,
     )
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc == 1 and not under_torchrun():
+        predict_and_report(options)
+        return 0
+    if ba is not None:
+        raise ValueError("--ba runs the track head on one process; use it without --nproc or torchrun")
+    launch(args.nproc, args.device, functools.partial(predict_and_report, options))
+    return 0
+
+
+def predict_and_report(options: PredictOptions) -> None:
+    """predict(options) and its summary, printed by the rank that wrote the outputs."""
     with readable_warnings("predict"):
         summary = predict(options)
-    print(summary.describe())
-    return 0
+    if summary is not None:
+        print(summary.describe())
 
 
 # eval ------------------------------------------------------------------------------------------

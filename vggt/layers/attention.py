@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vggt.layers.rope import RopeTables
@@ -34,5 +35,29 @@ class Attention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = rope.apply(q), rope.apply(k)
-        out = kernels.attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(B, N, C))
+        return self.output(kernels.attention(q, k, v))
+
+    # the same attention split into its token-wise parts (chunked inference, sequence parallelism)
+    def _project(self, x: torch.Tensor, rows: slice) -> torch.Tensor:
+        """x: [B, N, C] through the `rows` of the fused qkv projection -> [B, N, rows / C, H, D]."""
+        bias = None if self.qkv.bias is None else self.qkv.bias[rows]
+        out = F.linear(x, self.qkv.weight[rows], bias)
+        return out.view(x.shape[0], x.shape[1], -1, self.num_heads, self.head_dim)
+
+    def queries(self, x: torch.Tensor, rope: RopeTables | None = None) -> torch.Tensor:
+        """Normalised input x: [B, N, C] -> rotated queries [B, H, N, D] (the first third of qkv)."""
+        C = x.shape[-1]
+        q = self.q_norm(self._project(x, slice(0, C))[:, :, 0].transpose(1, 2))
+        return q if rope is None else rope.apply(q)
+
+    def keys_values(self, x: torch.Tensor, rope: RopeTables | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised input x: [B, N, C] -> rotated keys and values, each [B, H, N, D]."""
+        C = x.shape[-1]
+        k, v = self._project(x, slice(C, 3 * C)).permute(2, 0, 3, 1, 4).unbind(0)
+        k = self.k_norm(k)
+        return (k if rope is None else rope.apply(k)), v
+
+    def output(self, heads: torch.Tensor) -> torch.Tensor:
+        """Attention result [B, H, N, D] -> output projection [B, N, C]."""
+        B, _, N, _ = heads.shape
+        return self.proj(heads.transpose(1, 2).reshape(B, N, -1))

@@ -3,34 +3,50 @@
 Output entry i is [frame_out_i ‖ global_out_i] of shape [B, S, P, 2C] (raw residual stream, no
 final norm), where P = 1 + num_register_tokens + patches. Only the layers some head reads are
 kept alive; the other entries are None so that the list stays indexable by layer.
+
+Without autograd the token-wise work runs `frames_chunk_size` frames at a time, in place (see
+vggt.layers.token_chunks). It is the same knob as the heads' `frames_chunk_size`, not a second one:
+both bound a transient that is linear in the frames of one chunk, the heads' (full-resolution DPT
+maps, about 0.3 GB a frame at 518 px) is several times the aggregator's, so the heads set the
+chunk a memory budget allows and a separate aggregator chunk would buy nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
 from vggt.config import VGGTConfig
-from vggt.layers import Block, DinoVisionTransformer, PatchEmbed, RotaryPositionEmbedding2D, grid_positions
+from vggt.layers import (
+    Block,
+    DinoVisionTransformer,
+    PatchEmbed,
+    RopeTables,
+    RotaryPositionEmbedding2D,
+    grid_positions,
+)
 from vggt.layers.checkpoint import run_block
+from vggt.layers.token_chunks import frame_spans, run_frame_block_in_place, run_global_block_in_place
 
 RESNET_MEAN = (0.485, 0.456, 0.406)
 RESNET_STD = (0.229, 0.224, 0.225)
 
 
-def per_frame_tokens(token: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
-    """[1, 2, X, C] learned slots -> [B * S, X, C]: slot 0 for frame 0, slot 1 for the other frames."""
-    first = token[:, :1].expand(batch, 1, -1, -1)
-    rest = token[:, 1:].expand(batch, frames - 1, -1, -1)
-    return torch.cat((first, rest), dim=1).flatten(0, 1)
+DEFAULT_FRAMES_CHUNK_SIZE = 8
+GlobalBlockRunner = Callable[[Block, torch.Tensor, RopeTables, int, int], None]
+
+
+def first_frame_of_sequence(batch: int, frames: int, device: torch.device) -> torch.Tensor:
+    """[B * S] bool, True for frame 0 of each sequence (it takes the reference slot of the learned tokens)."""
+    return (torch.arange(batch * frames, device=device) % frames) == 0
 
 
 def normalize_images(images: torch.Tensor) -> torch.Tensor:
-    """ImageNet mean/std normalisation; constants are built on the images' device (no host copy)."""
-    mean = torch.stack([images.new_full((), m) for m in RESNET_MEAN]).view(1, 1, 3, 1, 1)
-    std = torch.stack([images.new_full((), s) for s in RESNET_STD]).view(1, 1, 3, 1, 1)
+    """ImageNet mean/std normalisation of [..., 3, H, W]; constants are built on the images' device (no host copy)."""
+    mean = torch.stack([images.new_full((), m) for m in RESNET_MEAN]).view(3, 1, 1)
+    std = torch.stack([images.new_full((), s) for s in RESNET_STD]).view(3, 1, 1)
     return (images - mean) / std
 
 
@@ -65,26 +81,28 @@ class Aggregator(nn.Module):
             self.patch_embed.activation_checkpointing = enabled
 
     def forward(
-        self, images: torch.Tensor, keep_layers: Iterable[int] | None = None
+        self,
+        images: torch.Tensor,
+        keep_layers: Iterable[int] | None = None,
+        frames_chunk_size: int | None = DEFAULT_FRAMES_CHUNK_SIZE,
     ) -> tuple[list[torch.Tensor | None], int]:
         """images: [B, S, 3, H, W] in [0, 1] -> (depth entries of [B, S, P, 2C] or None, patch_start_idx).
 
         keep_layers: layer indices to return (default: the layers the heads read).
+        frames_chunk_size: without autograd, the token-wise work (patch embed, frame blocks, the global
+        blocks' projections and MLPs) runs on this many frames at a time, in place; None runs every frame at once.
         """
         B, S, C_in, H, W = images.shape
         if C_in != 3:
             raise ValueError(f"images must have 3 channels (RGB) in dim 2, got shape {tuple(images.shape)}")
         keep = set(self.keep_layers if keep_layers is None else keep_layers)
         h, w = H // self.patch_size, W // self.patch_size
-
-        frames = normalize_images(images).flatten(0, 1)
-        patches = self.patch_embed(frames)
-        camera = per_frame_tokens(self.camera_token, B, S)
-        registers = per_frame_tokens(self.register_token, B, S)
-        tokens = torch.cat((camera, registers, patches), dim=1)  # promotes to float32 under autocast
-        P, C = tokens.shape[1], tokens.shape[2]
-
         frame_rope = self.rope.tables(grid_positions(h, w, self.patch_start_idx, images.device), self.head_dim)
+        if frames_chunk_size and not torch.is_grad_enabled():
+            return self._forward_chunked(images, keep, frame_rope, frames_chunk_size), self.patch_start_idx
+
+        tokens = self.embed(images.flatten(0, 1), first_frame_of_sequence(B, S, images.device))
+        P, C = tokens.shape[1], tokens.shape[2]
         global_rope = frame_rope.repeat(S)
         checkpointed = self.activation_checkpointing and self.training
 
@@ -96,3 +114,57 @@ class Aggregator(nn.Module):
             if i in keep:
                 outputs[i] = torch.cat((frame_out, tokens.view(B, S, P, C)), dim=-1)
         return outputs, self.patch_start_idx
+
+    def embed(self, frames: torch.Tensor, is_first: torch.Tensor) -> torch.Tensor:
+        """frames: [F, 3, H, W] in [0, 1], is_first: [F] bool (frame 0 of its sequence) -> tokens [F, P, C].
+
+        Token order per frame: camera token, register tokens, patch tokens; frame 0 of a sequence takes the
+        learned slot 0 of the camera and register tokens, every other frame slot 1.
+        """
+        patches = self.patch_embed(normalize_images(frames))
+        slot = (~is_first).long()
+        camera, registers = self.camera_token[0, slot], self.register_token[0, slot]
+        return torch.cat((camera, registers, patches), dim=1)  # promotes to float32 under autocast
+
+    def _forward_chunked(
+        self, images: torch.Tensor, keep: set[int], frame_rope: RopeTables, frames_per_chunk: int
+    ) -> list[torch.Tensor | None]:
+        """The inference forward with bounded token-wise memory (see vggt.layers.token_chunks)."""
+        B, S = images.shape[:2]
+        tokens = self.embed_in_chunks(images, first_frame_of_sequence(B, S, images.device), frames_per_chunk)
+        return self.run_blocks_chunked(tokens, keep, frame_rope, frames_per_chunk)
+
+    def embed_in_chunks(self, images: torch.Tensor, is_first: torch.Tensor, frames_per_chunk: int) -> torch.Tensor:
+        """images: [B, S, 3, H, W], is_first: [B * S] bool -> tokens [B, S, P, C], a chunk of frames at a time."""
+        B, S = images.shape[:2]
+        frames = images.flatten(0, 1)
+        spans = frame_spans(B * S, frames_per_chunk)
+        tokens = torch.cat([self.embed(frames[start:end], is_first[start:end]) for start, end in spans])
+        return tokens.view(B, S, *tokens.shape[1:])
+
+    def run_blocks_chunked(
+        self,
+        tokens: torch.Tensor,
+        keep: set[int],
+        frame_rope: RopeTables,
+        frames_per_chunk: int,
+        global_block_in_place: GlobalBlockRunner = run_global_block_in_place,
+    ) -> list[torch.Tensor | None]:
+        """tokens: [B, S, P, C] embedded frames (overwritten) -> the kept layers' [B, S, P, 2C] entries.
+
+        `global_block_in_place(block, x [B, S * P, C], frame_rope, P, frames_per_chunk)` runs one global block;
+        sequence parallelism swaps in one whose attention spans the frames of every process.
+        """
+        B, S, P, C = tokens.shape
+        per_frame = tokens.view(B * S, P, C)
+        sequence = tokens.view(B, S * P, C)
+        outputs: list[torch.Tensor | None] = [None] * self.depth
+        for i, (frame_block, global_block) in enumerate(zip(self.frame_blocks, self.global_blocks)):
+            run_frame_block_in_place(frame_block, per_frame, frame_rope, frames_per_chunk)
+            if i in keep:
+                outputs[i] = tokens.new_empty(B, S, P, 2 * C)
+                outputs[i][..., :C] = tokens
+            global_block_in_place(global_block, sequence, frame_rope, P, frames_per_chunk)
+            if i in keep:
+                outputs[i][..., C:] = tokens
+        return outputs

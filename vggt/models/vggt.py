@@ -92,7 +92,7 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         """
         images, query_points = self.check_inputs(images, query_points)
         check_frames_chunk_size(frames_chunk_size)  # before the aggregator's work, not after it
-        tokens, patch_start_idx = self.aggregator(images)
+        tokens, patch_start_idx = self.aggregator(images, frames_chunk_size=frames_chunk_size)
         predictions: dict[str, Any] = {}
         # camera, depth and point heads run in float32 whatever autocast the caller set (as upstream)
         with autocast_disabled(images.device):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,16 @@ def inference_dtype(name: str, device: torch.device) -> torch.dtype:
     return parse_dtype(name, device)
 
 
+ModelForward = Callable[[VGGT, torch.Tensor, "torch.Tensor | None", int], dict[str, Any]]
+
+
+def local_forward(
+    model: VGGT, images: torch.Tensor, query_points: torch.Tensor | None, frames_chunk_size: int
+) -> dict[str, Any]:
+    """The model's eval forward in this process."""
+    return model(images, query_points=query_points, frames_chunk_size=frames_chunk_size)
+
+
 def _numpy(value: torch.Tensor) -> np.ndarray:
     """Batch dimension dropped, float32 on the host."""
     return value[0].detach().float().cpu().numpy()
@@ -81,8 +92,11 @@ def run_model(
     dtype: torch.dtype,
     frames_chunk_size: int,
     query_points: torch.Tensor | None = None,
+    forward: ModelForward | None = None,
 ) -> dict[str, np.ndarray]:
     """images [S, 3, H, W] in [0, 1], query_points [N, 2] model pixels of frame 0 or None.
+
+    `forward(model, images, query_points, frames_chunk_size)` replaces the plain model call (sequence parallelism).
 
     Returns float32 arrays without the batch dimension: pose_enc [S, 9], depth [S, H, W, 1], depth_conf [S, H, W],
     world_points [S, H, W, 3] and world_points_conf (when the model has a point head), images [S, 3, H, W],
@@ -93,7 +107,7 @@ def run_model(
     model = model.to(device)
     queries = None if query_points is None else query_points.to(device)
     with autocast(device, dtype):
-        output = model(images.to(device), query_points=queries, frames_chunk_size=frames_chunk_size)
+        output = (forward or local_forward)(model, images.to(device), queries, frames_chunk_size)
     predictions = {key: _numpy(output[key]) for key in NUMPY_KEYS if key in output}
     extrinsic, intrinsic = pose_encoding_to_extri_intri(output["pose_enc"].float(), images.shape[-2:])
     predictions["extrinsic"] = _numpy(extrinsic)

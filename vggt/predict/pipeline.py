@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vggt.memory_plan import check_inference_memory, planning_config
+from vggt.parallel.launch import is_helper_rank, process_count, scene_forward, serve_forward
 from vggt.predict.bundle_adjust import BundleAdjustmentOptions, BundleAdjustmentStats, run_bundle_adjustment
 from vggt.predict.cameras import describe_invalid_cameras
 from vggt.predict.colmap import Observations, build_reconstruction, import_pycolmap, write_reconstruction
@@ -82,6 +84,7 @@ class PredictOptions:
     ba: BundleAdjustmentOptions | None = None
     overwrite: bool = False
     strict: bool = False  # a frame without a usable camera is an error instead of a warning
+    memory_check: bool = True  # stop before loading when the memory estimate exceeds what is free
 
 
 @dataclass
@@ -220,29 +223,43 @@ def _report_invalid_cameras(arrays: dict[str, np.ndarray], names: Sequence[str],
     warnings.warn(f"{message} (--strict makes this an error)", stacklevel=3)
 
 
-def predict(options: PredictOptions) -> PredictSummary:
+def predict(options: PredictOptions) -> PredictSummary | None:
     """Run `vggt predict`: check everything cheap first (arguments, inputs, what --out holds), then model, images,
     predictions and exports, all written into a staging directory whose entries move into options.out only when
-    complete (see staging.py), replacing nothing but an earlier run's recorded outputs."""
+    complete (see staging.py), replacing nothing but an earlier run's recorded outputs. Helper ranks of a
+    multi-process run compute their frames' share, touch nothing in --out and return None."""
     _check_options(options)
     source = resolve_inputs(options.images)
-    recover_interrupted(options.out)
 
     def check() -> list[str]:
         inputs = _input_files(options, source)
         return check_output(options.out, _planned_entries(options, source), options.overwrite, inputs)
 
-    check()
+    if not is_helper_rank():  # rank 0 alone owns --out
+        recover_interrupted(options.out)
+        check()
     if source.video is not None:
         import_av()
     queries = None if options.query_points is None else read_query_points(options.query_points)
     device = resolve_device(options.device)
     configure_process(device)
     dtype = inference_dtype(options.dtype, device)
+    if source.video is None:  # a video's frame count is known only after extraction
+        config = planning_config(options.config, options.model)
+        side, queried = options.resolution, 0 if queries is None else len(queries)
+        plan = check_inference_memory(
+            config, len(source.images), side, side, device, dtype, options.frames_chunk_size, process_count(),
+            queried, enforce=options.memory_check,
+        )  # fmt: skip
+        if not is_helper_rank():
+            print(plan)
     print(f"loading the model from {options.model}")
     model = load_model(options.model, options.config)
     if queries is not None and model.track_head is None:
         raise ValueError("--query-points needs the track head, and this model has none")
+    if is_helper_rank():  # sequence parallelism: this rank computes its frames, rank 0 reads and writes
+        serve_forward(model, device, dtype, options.frames_chunk_size)
+        return None
     summary = PredictSummary(options.out)
 
     with staged_output(options.out, check) as stage:
@@ -256,7 +273,7 @@ def predict(options: PredictOptions) -> PredictSummary:
         )
         query_tensor = None if queries is None else _query_points_in_model(queries, transforms[0], options.query_points)
         print(f"running VGGT on {len(images)} frames of {images.shape[-2]}x{images.shape[-1]} ({device}, {dtype})")
-        arrays = run_model(model, images, device, dtype, options.frames_chunk_size, query_tensor)
+        arrays = run_model(model, images, device, dtype, options.frames_chunk_size, query_tensor, scene_forward())
         _report_invalid_cameras(arrays, names, options.strict)
         arrays.update(_original_geometry(arrays, transforms, names))
         if query_tensor is not None:

@@ -22,6 +22,7 @@ from vggt.runtime import npu
 DEVICE_ENV = "VGGT_DEVICE"
 DIST_BACKENDS = {"npu": "hccl", "cuda": "nccl", "cpu": "gloo"}
 PROC_STATUS = Path("/proc/self/status")
+PROC_MEMINFO = Path("/proc/meminfo")
 
 
 def accelerator_module(device: torch.device) -> ModuleType | None:
@@ -89,6 +90,15 @@ def distributed_backend(device: torch.device) -> str:
     return DIST_BACKENDS[device.type]
 
 
+def backend_device(backend: str) -> torch.device:
+    """The device whose tensors the collectives of `backend` take: the CPU for gloo, else the current accelerator."""
+    kinds = {name: kind for kind, name in DIST_BACKENDS.items()}
+    if backend not in kinds:
+        raise ValueError(f"unknown distributed backend {backend!r}; vggt.runtime uses {sorted(kinds)}")
+    module = _module_of_kind(kinds[backend])
+    return torch.device("cpu") if module is None else torch.device(kinds[backend], module.current_device())
+
+
 def set_current_device(device: torch.device) -> None:
     """Make `device` (with its index) the current accelerator of this process, e.g. per DDP rank."""
     module = accelerator_module(device)
@@ -123,17 +133,35 @@ def peak_memory_bytes(device: torch.device) -> int | None:
     return None if module is None else int(module.max_memory_allocated(device))
 
 
+def _proc_kilobytes(path: Path, field: str) -> int | None:
+    """The `field` line of a Linux /proc file (kB) in bytes; None without procfs."""
+    if not path.is_file():
+        return None
+    for line in path.read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+    return None
+
+
 def resident_memory_bytes(peak: bool = False) -> int | None:
     """This process's resident set size in bytes, from Linux /proc/self/status: now (VmRSS) or, with `peak`,
     its high-water mark (VmHWM). The CPU's counterpart of the allocator statistics; None without procfs.
     """
-    field = "VmHWM:" if peak else "VmRSS:"
-    if not PROC_STATUS.is_file():
-        return None
-    for line in PROC_STATUS.read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) * 1024  # the kernel reports kB
-    return None
+    return _proc_kilobytes(PROC_STATUS, "VmHWM:" if peak else "VmRSS:")
+
+
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Bytes a new allocation on `device` can still get: the accelerator's free memory, the host's MemAvailable
+    for the CPU; None where neither is known."""
+    module = accelerator_module(device)
+    if module is not None:
+        return int(module.mem_get_info(device)[0])
+    return host_available_bytes()
+
+
+def host_available_bytes() -> int | None:
+    """The kernel's estimate of memory available to new processes (MemAvailable); None off Linux."""
+    return _proc_kilobytes(PROC_MEMINFO, "MemAvailable:")
 
 
 # seeding and process settings ----------------------------------------------------------------------

@@ -1,0 +1,36 @@
+"""`vggt predict` prints its memory estimate before loading and stops, writing nothing, when it does not fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import vggt.memory_plan as memory_plan
+from tests.predict.conftest import predict_args, run_cli
+
+MIB = 1024**2
+
+
+def test_estimate_is_printed_before_loading(tiny_weights: Path, scene_images: Path, tmp_path: Path) -> None:
+    result = run_cli(*predict_args(scene_images, tmp_path / "out", tiny_weights, "--export", "none"))
+    assert result.status == 0, result.stderr
+    estimate, loading = result.stdout.index("memory estimate for 3 frames"), result.stdout.index("loading the model")
+    assert estimate < loading
+
+
+def test_too_little_memory_stops_with_the_options_unless_overridden(
+    tiny_weights: Path, scene_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory_plan, "free_memory_bytes", lambda device: 64 * MIB)
+    monkeypatch.setattr(memory_plan, "host_available_bytes", lambda: 64 * MIB)
+    out = tmp_path / "out"
+    stopped = run_cli(*predict_args(scene_images, out, tiny_weights, "--export", "none"))
+    assert stopped.status == 2
+    assert "this does not fit" in stopped.stderr and "64.00 MiB" not in stopped.stderr
+    assert "0.06 GiB free on cpu" in stopped.stderr and "--skip-memory-check" in stopped.stderr
+    assert "loading the model" not in stopped.stdout and not out.exists()
+
+    forced = run_cli(*predict_args(scene_images, out, tiny_weights, "--export", "none", "--skip-memory-check"))
+    assert forced.status == 0, forced.stderr
+    assert (out / "predictions.npz").is_file()

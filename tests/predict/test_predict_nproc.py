@@ -1,0 +1,43 @@
+"""`vggt predict --nproc 2` (sequence-parallel, 2 gloo processes) writes the predictions of `--nproc 1`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.predict.conftest import predict_args, run_cli
+
+DENSE = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "extrinsic", "intrinsic")
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_predictions_of_one(tiny_weights: Path, scene_images: Path, tmp_path: Path) -> None:
+    queries = tmp_path / "queries.txt"
+    queries.write_text("40 50\n100 60\n")
+    outputs = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"nproc{nproc}"
+        # 224 px: the tracker needs at least 128 px
+        extra = ("--export", "none", "--query-points", queries, "--resolution", 224, "--nproc", nproc)
+        result = run_cli(*predict_args(scene_images, out, tiny_weights, *extra))
+        assert result.status == 0, result.stderr
+        outputs[nproc] = np.load(out / "predictions.npz")
+    single, parallel = outputs[1], outputs[2]
+    assert sorted(parallel.files) == sorted(single.files)
+    assert single["depth"].shape[0] == 3  # 3 frames over 2 processes: 2 + 1
+    for key in DENSE:
+        scale = max(1.0, float(np.abs(single[key]).max()))
+        assert np.abs(parallel[key] - single[key]).max() <= 1e-4 * scale, key
+    error = np.abs(parallel["track"] - single["track"])  # the reference README's pixel tolerances
+    assert error.max() <= 1.0 and error.mean() <= 0.2
+    assert np.abs(parallel["vis"] - single["vis"]).max() <= 0.05
+
+
+@pytest.mark.slow
+def test_nproc_that_does_not_divide_the_heads_is_refused(tiny_weights: Path, scene_images: Path, tmp_path: Path):
+    result = run_cli(*predict_args(scene_images, tmp_path / "out", tiny_weights, "--export", "none", "--nproc", 3))
+    assert result.status != 0
+    assert "use one of [1, 2, 4]" in result.stderr
+    assert not (tmp_path / "out").exists()

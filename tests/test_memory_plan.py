@@ -1,0 +1,65 @@
+"""The inference memory model: its estimate against a measured CPU peak, and the advice when memory is short."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import vggt.memory_plan as memory_plan
+from tests.helpers import BENCHMARKS
+from vggt.config import VGGTConfig
+from vggt.memory_plan import MemoryPlanError, check_inference_memory, estimate_inference_memory, largest_fitting
+
+GIB = 1024**3
+
+
+def test_per_frame_memory_of_vggt_1b_follows_the_kept_tensors() -> None:
+    # 112 px: P = 5 + 8 * 8 = 69 tokens of C = 1024; 4 kept layers of 2C float32 + residual C + keys and values 2C
+    estimate = estimate_inference_memory(VGGTConfig(), 4096, 112, 112, torch.float32)
+    assert estimate.phase == "aggregator"
+    assert estimate.per_frame_bytes == 69 * 1024 * (32 + 4 + 8) + 3 * 112 * 112 * 4
+    bf16 = estimate_inference_memory(VGGTConfig(), 4096, 112, 112, torch.bfloat16)
+    assert bf16.per_frame_bytes == 69 * 1024 * (32 + 4 + 4) + 3 * 112 * 112 * 4  # keys and values in bf16
+
+
+def test_processes_share_the_per_frame_memory() -> None:
+    one = estimate_inference_memory(VGGTConfig(), 1000, 518, 518, torch.bfloat16)
+    four = estimate_inference_memory(VGGTConfig(), 1000, 518, 518, torch.bfloat16, world_size=4)
+    assert four.device_bytes < one.device_bytes / 2
+
+
+def test_largest_fitting_finds_the_boundary() -> None:
+    assert largest_fitting(lambda n: n <= 37, 100) == 37
+    assert largest_fitting(lambda n: False, 100) == 0
+
+
+def test_too_many_frames_stop_with_the_numbers_and_what_would_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory_plan, "free_memory_bytes", lambda device: 8 * GIB)
+    monkeypatch.setattr(memory_plan, "host_available_bytes", lambda: 8 * GIB)
+    config, cpu = VGGTConfig(), torch.device("cpu")
+    line = check_inference_memory(config, 4, 518, 518, cpu, torch.float32, 8)
+    assert line.startswith("memory estimate for 4 frames of at most 518x518, float32, 1 process(es): device ")
+    with pytest.raises(MemoryPlanError, match=r"does not fit: .* GiB > 8.00 GiB free on cpu") as error:
+        check_inference_memory(config, 400, 518, 518, cpu, torch.float32, 8)
+    fitting = int(str(error.value).split("What would fit: at most ")[1].split(" frames")[0])
+    assert 0 < fitting < 400
+    assert check_inference_memory(config, fitting, 518, 518, cpu, torch.float32, 8)  # the advice itself fits
+    assert "--skip-memory-check" in str(error.value)
+    assert check_inference_memory(config, 400, 518, 518, cpu, torch.float32, 8, enforce=False)
+
+
+@pytest.mark.slow
+def test_estimate_is_within_its_margin_of_a_measured_cpu_peak() -> None:
+    """Stated margin: the working-memory estimate lies within -10 % / +50 % of the measured peak (tiny at 224 px)."""
+    command = [sys.executable, str(BENCHMARKS / "working_memory.py"), "--config", "tiny", "--frames", "32"]
+    command += ["--height", "224", "--width", "224", "--frames-chunk-size", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    measured = json.loads(subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout)
+    estimate = estimate_inference_memory(VGGTConfig.tiny(), 32, 224, 224, torch.float32, 8)
+    predicted = estimate.device_bytes - estimate.weights_bytes - estimate.inputs_bytes  # the probe makes inputs first
+    assert 0.9 * measured["working_bytes"] <= predicted <= 1.5 * measured["working_bytes"], (predicted, measured)

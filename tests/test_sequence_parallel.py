@@ -1,0 +1,81 @@
+"""Sequence-parallel inference over 2 gloo processes equals the single-process forward."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from vggt.config import VGGTConfig
+from vggt.parallel import allowed_world_sizes, check_world_size, sequence_parallel_forward, shard_frames
+from vggt.runtime import distributed_backend
+from vggt.synthetic_weights import synthetic_model
+
+H, W = 140, 168
+QUERY_POINTS = torch.tensor([[20.0, 30.0], [100.5, 70.25], [150.0, 10.0]])
+CASES = ((4, True), (3, True), (3, False), (5, False))  # (frames, with query points): S divisible by 2 and not
+DENSE = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
+
+
+def scene(frames: int) -> torch.Tensor:
+    return torch.rand(frames, 3, H, W, generator=torch.Generator().manual_seed(frames))
+
+
+def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group(
+        distributed_backend(torch.device("cpu")),
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=120),  # a lost peer fails the test instead of hanging it
+    )
+    torch.set_num_threads(1)
+    model = synthetic_model(VGGTConfig.small_reference())
+    for frames, with_queries in CASES:
+        start, end = shard_frames(frames, world)[rank]
+        out = sequence_parallel_forward(
+            model, scene(frames)[start:end], QUERY_POINTS if with_queries else None, frames_chunk_size=1
+        )
+        torch.save(out, Path(out_dir) / f"rank{rank}_S{frames}_{with_queries}.pt")
+    dist.destroy_process_group()
+
+
+def test_shards_are_contiguous_and_balanced() -> None:
+    assert shard_frames(5, 2) == [(0, 3), (3, 5)]
+    assert shard_frames(4, 2) == [(0, 2), (2, 4)]
+    assert shard_frames(7, 4) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+
+
+def test_process_count_that_does_not_divide_the_heads_is_refused_with_the_counts_that_work() -> None:
+    assert allowed_world_sizes(16) == [1, 2, 4, 8, 16]
+    with pytest.raises(ValueError, match=r"got 3, use one of \[1, 2, 4, 8, 16\]"):
+        check_world_size(16, 3)
+    with pytest.raises(ValueError, match="2 frames cannot give each of 4 processes"):
+        check_world_size(16, 4, frames=2)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    model = synthetic_model(VGGTConfig.small_reference())
+    for frames, with_queries in CASES:
+        queries = QUERY_POINTS if with_queries else None
+        with torch.no_grad():
+            single = model(scene(frames), query_points=queries)
+        for rank in (0, 1):
+            parallel = torch.load(tmp_path / f"rank{rank}_S{frames}_{with_queries}.pt")
+            label = f"S={frames} queries={with_queries} rank {rank}"
+            assert set(parallel) == set(single) - {"images"}, label
+            for key in DENSE:
+                scale = max(1.0, single[key].abs().max().item())
+                worst = (parallel[key] - single[key]).abs().max().item()
+                assert worst <= 1e-4 * scale, f"{label} {key}: {worst:.3e}"
+            if with_queries:  # the reference README's tolerances for tracks
+                error = (parallel["track"] - single["track"]).abs()
+                assert error.max() <= 1.0 and error.mean() <= 0.2, label
+                for key in ("vis", "conf"):
+                    assert (parallel[key] - single[key]).abs().max() <= 0.05, f"{label} {key}"

@@ -1,0 +1,209 @@
+"""Memory model of VGGT inference: peak bytes from the frame count, resolution, dtype and chunk size.
+
+Inference (no autograd, token-wise work in frame chunks, see vggt.layers.token_chunks) peaks in one
+of two phases, and the estimate is the larger:
+
+- aggregator, last global block: the kept layer outputs (2C float32 per token each: the residual stream
+  stays float32 under autocast), the residual stream (C float32) and the global keys and values (2C in
+  the compute dtype) over all tokens, plus one chunk's transients (norms, projections, MLP hidden);
+- heads: the kept layer outputs, the dense outputs (depth 2 + points 4 floats a pixel, the point head's
+  chunks and their concatenation) and one chunk of DPT feature maps at full resolution (the refinement
+  stages and two maps of `dpt_features / 2` channels at the image size); with query points also the
+  tracker's feature maps of every frame.
+
+Weights count once (their own dtype). Host memory holds the loaded images, the float32 prediction
+arrays and the exports; on the CPU device and host are the same memory. With N processes
+(sequence parallelism) a process holds its frames' share of everything per frame, plus the gathered
+outputs of the whole scene.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vggt.config import VGGTConfig
+from vggt.parallel.sequence import allowed_world_sizes
+from vggt.runtime import free_memory_bytes, host_available_bytes
+from vggt.weights import as_config, build_model, config_from_json, read_config_json
+
+FLOAT32 = 4
+DENSE_OUTPUT_FLOATS = 2 + 4 + 4  # depth+conf, point chunks (4) and their concatenation (4), per pixel
+HOST_FLOATS_PER_PIXEL = 3 + 2 + 4 + 3  # images, depth+conf, points+conf, points unprojected from depth
+DPT_FULL_RES_MAPS = 2  # maps of features/2 channels at the image size held together in a DPT chunk
+DPT_STAGE_CHANNELS = 32 + 8  # output_conv2 hidden (32) and the interpolation / activation temporaries
+AGGREGATOR_TRANSIENT_FLOAT32 = 3  # norm1, residual + attention, norm2 of a chunk (float32)
+AGGREGATOR_TRANSIENT_COMPUTE = 11  # q, attention out, proj, MLP hidden twice (4 + 4) in the compute dtype
+EXPORT_FACTOR = 2.0  # point cloud and COLMAP exports copy the dense points about twice at most
+RUNTIME_BYTES = 48 * 1024**2  # the first forward's fixed cost on the CPU (kernel libraries, thread buffers), measured
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak bytes of one inference; `device_bytes` includes the weights, `host_bytes` the images and outputs."""
+
+    device_bytes: int
+    host_bytes: int
+    weights_bytes: int
+    inputs_bytes: int  # the images [S, 3, H, W] float32 on the device, part of device_bytes
+    per_frame_bytes: int
+    phase: str  # where the peak sits: "aggregator" or "heads"
+
+    def describe(self) -> str:
+        return (
+            f"device {self.device_bytes / GIB:.2f} GiB (weights {self.weights_bytes / GIB:.2f} GiB, "
+            f"{self.per_frame_bytes / 1e6:.1f} MB a frame, peak in the {self.phase}), "
+            f"host {self.host_bytes / GIB:.2f} GiB"
+        )
+
+
+def tokens_per_frame(config: VGGTConfig, height: int, width: int) -> int:
+    """P: camera + register tokens + patches of one frame."""
+    return config.patch_start_idx + (height // config.patch_size) * (width // config.patch_size)
+
+
+def planning_config(config: VGGTConfig | dict[str, Any] | str | None, model_source: str | Path) -> VGGTConfig:
+    """The architecture to plan for before loading: `config` if given, else a local source's config.json, else 1B."""
+    if config is not None:
+        return as_config(config)
+    config_json = Path(model_source) / "config.json"
+    return config_from_json(read_config_json(config_json)) if config_json.is_file() else VGGTConfig()
+
+
+def parameter_count(config: VGGTConfig) -> int:
+    """Parameters of the model of `config` (built on the meta device: no memory)."""
+    return sum(p.numel() for p in build_model(config).parameters())
+
+
+def estimate_inference_memory(
+    config: VGGTConfig,
+    frames: int,
+    height: int,
+    width: int,
+    dtype: torch.dtype = torch.float32,
+    frames_chunk_size: int | None = 8,
+    world_size: int = 1,
+    query_points: int = 0,
+    weights_bytes: int | None = None,
+) -> MemoryEstimate:
+    """Peak memory of `model(images)` for [1, frames, 3, height, width] images under autocast to `dtype`.
+
+    `weights_bytes` defaults to the float32 parameters of `config`; `world_size` > 1 estimates one process
+    of sequence-parallel inference (its ceil(frames / world_size) frames).
+    """
+    compute = torch.empty((), dtype=dtype).element_size()
+    local = math.ceil(frames / world_size)
+    chunk = min(frames_chunk_size or local, local)
+    P, C, pixels = tokens_per_frame(config, height, width), config.embed_dim, height * width
+    kept = len(config.layers_read_by_heads()) * 2 * C * FLOAT32 * P
+    weights = parameter_count(config) * FLOAT32 if weights_bytes is None else weights_bytes
+    images = 3 * pixels * FLOAT32
+
+    keys_values = 2 * C * compute * P * (1 if world_size == 1 else 3)  # across processes: q, k, v and their copies
+    aggregator_frame = kept + C * FLOAT32 * P + keys_values + images
+    aggregator_chunk = chunk * P * C * (AGGREGATOR_TRANSIENT_FLOAT32 * FLOAT32 + AGGREGATOR_TRANSIENT_COMPUTE * compute)
+    aggregator = local * aggregator_frame + aggregator_chunk
+
+    heads_frame = kept + images + DENSE_OUTPUT_FLOATS * pixels * FLOAT32
+    stride = config.tracker_stride
+    if query_points:
+        heads_frame += config.track_features * (pixels // stride**2) * FLOAT32
+    dpt_chunk = chunk * pixels * FLOAT32 * (DPT_FULL_RES_MAPS * config.dpt_features // 2 + DPT_STAGE_CHANNELS)
+    gathered = (frames - local) * (DENSE_OUTPUT_FLOATS * pixels * FLOAT32)  # the other ranks' outputs
+    heads = local * heads_frame + dpt_chunk + gathered
+
+    phase, working, per_frame = max(
+        ("aggregator", aggregator, aggregator_frame), ("heads", heads, heads_frame), key=lambda t: t[1]
+    )
+    host = int(frames * pixels * FLOAT32 * HOST_FLOATS_PER_PIXEL * EXPORT_FACTOR)
+    return MemoryEstimate(
+        device_bytes=int(weights + working + RUNTIME_BYTES),
+        host_bytes=host,
+        weights_bytes=int(weights),
+        inputs_bytes=local * images,
+        per_frame_bytes=int(per_frame),
+        phase=phase,
+    )
+
+
+def largest_fitting(fits: Callable[[int], bool], upper: int) -> int:
+    """The largest n in 1..upper with fits(n) (fits grows false with n), or 0 when even 1 does not fit."""
+    low, high = 0, upper
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
+
+
+class MemoryPlanError(ValueError):
+    """The requested inference does not fit the free memory; the message gives the numbers and what would fit."""
+
+
+def check_inference_memory(
+    config: VGGTConfig,
+    frames: int,
+    height: int,
+    width: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    frames_chunk_size: int | None,
+    world_size: int = 1,
+    query_points: int = 0,
+    enforce: bool = True,
+) -> str:
+    """A one-line estimate of peak memory against what is free; raises MemoryPlanError (when `enforce`) naming the
+    frame count, chunk size, dtype and process count that would fit instead."""
+
+    weights = parameter_count(config) * FLOAT32
+
+    def need(**changes: Any) -> int:
+        args = {"frames": frames, "dtype": dtype, "frames_chunk_size": frames_chunk_size, "world_size": world_size}
+        args.update(changes)
+        e = estimate_inference_memory(
+            config, height=height, width=width, query_points=query_points, weights_bytes=weights, **args
+        )
+        if device.type == "cpu":  # one memory: every process's share, the host arrays once
+            return args["world_size"] * e.device_bytes + e.host_bytes
+        return e.device_bytes
+
+    estimate = estimate_inference_memory(
+        config, frames, height, width, dtype, frames_chunk_size, world_size, query_points, weights
+    )
+    free_device, free_host = free_memory_bytes(device), host_available_bytes()
+    line = (
+        f"memory estimate for {frames} frames of at most {height}x{width}, {str(dtype).removeprefix('torch.')}, "
+        f"{world_size} process(es): {estimate.describe()}; free: device "
+        f"{'unknown' if free_device is None else f'{free_device / GIB:.2f} GiB'}, host "
+        f"{'unknown' if free_host is None else f'{free_host / GIB:.2f} GiB'}"
+    )
+    too_big = []
+    if free_device is not None and need() > free_device:
+        too_big.append(f"{need() / GIB:.2f} GiB > {free_device / GIB:.2f} GiB free on {device}")
+    if device.type != "cpu" and free_host is not None and estimate.host_bytes > free_host:
+        too_big.append(f"host arrays {estimate.host_bytes / GIB:.2f} GiB > {free_host / GIB:.2f} GiB available")
+    if not too_big or not enforce:
+        return line
+    budget = free_device if free_device is not None else free_host
+    options = []
+    most = largest_fitting(lambda n: need(frames=n) <= budget, frames - 1)
+    if most:
+        options.append(f"at most {most} frames")
+    if frames_chunk_size != 1 and need(frames_chunk_size=1) <= budget:
+        options.append("--frames-chunk-size 1")
+    if dtype == torch.float32 and device.type != "cpu" and need(dtype=torch.bfloat16) <= budget:
+        options.append("--dtype bfloat16")
+    counts = [n for n in allowed_world_sizes(config.num_heads) if n > world_size and n <= frames]
+    fitting_counts = [n for n in counts if need(world_size=n) <= budget]
+    if fitting_counts and device.type != "cpu":
+        options.append(f"--nproc {fitting_counts[0]} (one device each)")
+    advice = "; ".join(options) if options else "a smaller --resolution or a device with more memory"
+    raise MemoryPlanError(
+        f"{line}\nthis does not fit: {', '.join(too_big)}. What would fit: {advice}. "
+        "--skip-memory-check runs anyway (the model behind the estimate: vggt/memory_plan.py)"
+    )

@@ -1,0 +1,130 @@
+"""Multi-process `vggt predict`: start or join the process group, rank 0 drives, the other ranks compute.
+
+`vggt predict --nproc N` spawns N processes on this machine; under `torchrun` (WORLD_SIZE set) the
+processes already exist. Every rank loads the model; rank 0 reads the images, broadcasts them, and
+writes every output. The other ranks take their block of frames, join each sequence-parallel
+forward, and write nothing. A failing rank ends the job: torch.multiprocessing.spawn and torchrun both
+stop the remaining processes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from vggt.models.vggt import VGGT
+from vggt.parallel.sequence import collective_device, sequence_parallel_forward, shard_frames
+from vggt.runtime import autocast, distributed_backend, resolve_device, set_current_device
+
+READABLE_ERRORS = ("ValueError", "FileNotFoundError", "FileExistsError", "NotADirectoryError", "PermissionError")
+TIMEOUT = datetime.timedelta(minutes=30)  # a slow rank (model download, long scene) is not a dead one
+
+
+def under_torchrun() -> bool:
+    """True when torchrun (or another launcher) started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def rank_device(device_name: str, local_rank: int) -> torch.device:
+    """The device of one rank: the accelerator with the rank's local index, or the CPU."""
+    device = resolve_device(device_name)
+    return device if device.type == "cpu" else resolve_device(f"{device.type}:{local_rank}")
+
+
+def init_group(device: torch.device, rank: int | None = None, world_size: int | None = None, init: str = "env://"):
+    """init_process_group with the runtime's backend for `device` (gloo on the CPU, nccl, hccl)."""
+    set_current_device(device)
+    kwargs = {} if rank is None else {"rank": rank, "world_size": world_size}
+    dist.init_process_group(distributed_backend(device), init_method=init, timeout=TIMEOUT, **kwargs)
+
+
+def process_count() -> int:
+    """Processes sharing each forward: the group's world size, 1 without a process group."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_helper_rank() -> bool:
+    """A rank that computes its share of each forward but writes nothing (every rank but 0)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() > 0
+
+
+def _broadcast_scene(images: torch.Tensor | None, query_points: torch.Tensor | None):
+    """Rank 0's images [S, 3, H, W] and query points [N, 2] (or None) -> the same on every rank."""
+    device = collective_device()
+    header = torch.zeros(4, dtype=torch.int64, device=device)
+    if images is not None:
+        header[:3] = torch.tensor(images.shape[-4:][:1] + images.shape[-2:])
+        header[3] = 0 if query_points is None else query_points.shape[0]
+    dist.broadcast(header, src=0)
+    frames, height, width, queries = (int(v) for v in header.tolist())
+    full = torch.empty(frames, 3, height, width, device=device) if images is None else images.to(device)
+    dist.broadcast(full, src=0)
+    points = None
+    if queries:
+        points = torch.empty(queries, 2, device=device) if query_points is None else query_points.float().to(device)
+        dist.broadcast(points, src=0)
+    return full, points
+
+
+def parallel_forward(
+    model: VGGT, images: torch.Tensor | None, query_points: torch.Tensor | None, frames_chunk_size: int
+) -> dict[str, Any]:
+    """One sequence-parallel forward; rank 0 passes images [S, 3, H, W] (on its device), the others None.
+
+    Returns the model's eval outputs (with "images") on every rank.
+    """
+    device = next(model.parameters()).device
+    full, points = _broadcast_scene(images, query_points)
+    start, end = shard_frames(full.shape[0], dist.get_world_size())[dist.get_rank()]
+    local = full[start:end].to(device)
+    points = None if points is None else points.to(device)
+    output = sequence_parallel_forward(model, local, points, frames_chunk_size)
+    output["images"] = full.to(device)[None]
+    return output
+
+
+def scene_forward() -> Callable[..., dict[str, Any]] | None:
+    """parallel_forward inside a multi-process group, None (the plain model call) in a single process."""
+    return parallel_forward if process_count() > 1 else None
+
+
+def serve_forward(model: VGGT, device: torch.device, dtype: torch.dtype, frames_chunk_size: int) -> None:
+    """A helper rank's part of `vggt predict`: join rank 0's forward with its own frames."""
+    with autocast(device, dtype):
+        parallel_forward(model.to(device), None, None, frames_chunk_size)
+
+
+def _spawned(rank: int, world_size: int, init_file: str, device_name: str, run: Callable[[], Any]) -> None:
+    init_group(rank_device(device_name, rank), rank, world_size, f"file://{init_file}")
+    try:
+        run()
+    finally:
+        dist.destroy_process_group()
+
+
+def launch(nproc: int, device_name: str, run: Callable[[], Any]) -> None:
+    """Run `run()` on `nproc` ranks: spawned here, or this process's rank under torchrun."""
+    if under_torchrun():
+        init_group(rank_device(device_name, int(os.environ.get("LOCAL_RANK", "0"))))
+        try:
+            run()
+        finally:
+            dist.destroy_process_group()
+        return
+    with tempfile.TemporaryDirectory(prefix="vggt-predict-") as tmp:
+        init_file = str(Path(tmp) / "rendezvous")
+        try:
+            mp.spawn(_spawned, args=(nproc, init_file, device_name, run), nprocs=nproc, join=True)
+        except mp.ProcessRaisedException as err:  # the others are stopped; hand back the rank's bad-input error
+            kind, _, message = str(err).strip().splitlines()[-1].partition(": ")
+            if kind in READABLE_ERRORS:
+                raise ValueError(f"process {err.error_index} of {nproc}: {message}") from None
+            raise
