@@ -76,13 +76,14 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
     import torch  # torch and vggt load here, after ensure_malloc_env's re-exec, so that glibc runs as measured
 
     from vggt.config import VGGTConfig
+    from vggt.models.vggt import VGGT
     from vggt.parallel import sequence_parallel_forward, shard_frames
     from vggt.synthetic_weights import synthetic_tensor
-    from vggt.weights import build_model
+    from vggt.weights import build_on_meta_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = build_model(VGGTConfig.preset(args.config))
+    model = build_on_meta_device(VGGT, VGGTConfig.preset(args.config))
     for name, tensor in model.state_dict().items():
         model.load_state_dict({name: synthetic_tensor(name, tensor.shape)}, strict=False, assign=True)
     model.eval().requires_grad_(False)

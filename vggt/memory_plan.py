@@ -28,9 +28,10 @@ from typing import Any
 import torch
 
 from vggt.config import VGGTConfig
+from vggt.models.vggt import VGGT
 from vggt.parallel.sequence import allowed_world_sizes
 from vggt.runtime import free_memory_bytes, host_available_bytes
-from vggt.weights import as_config, build_model, config_from_json, read_config_json
+from vggt.weights import as_config, build_on_meta_device, config_from_json, read_config_json
 
 FLOAT32 = 4
 DENSE_OUTPUT_FLOATS = 2 + 4 + 4  # depth+conf, point chunks (4) and their concatenation (4), per pixel
@@ -78,7 +79,7 @@ def planning_config(config: VGGTConfig | dict[str, Any] | str | None, model_sour
 
 def parameter_count(config: VGGTConfig) -> int:
     """Parameters of the model of `config` (built on the meta device: no memory)."""
-    return sum(p.numel() for p in build_model(config).parameters())
+    return sum(p.numel() for p in build_on_meta_device(VGGT, config).parameters())
 
 
 def estimate_inference_memory(
