@@ -311,10 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m npu_patch.make_patch",
         description=__doc__.split("\n\n")[0],
         epilog=(
-            "Regenerate after changing npu_patch/edits or npu_patch/files:\n"
+            "Regenerate after changing npu_patch/edits:\n"
             "  python -m npu_patch.make_patch --upstream /path/to/vggt   (a checkout at "
             f"{UPSTREAM_COMMIT[:12]})\n"
-            "Refresh after changing vggt/runtime or the scene generator:\n"
+            "Refresh after changing a file the patch adds (vggt/runtime, the scene generator, the colour\n"
+            "augmentation, npu_patch/files); no upstream checkout needed:\n"
             "  python -m npu_patch.make_patch --refresh"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
