@@ -3,8 +3,10 @@
 The model is built on the meta device and takes its synthetic weights one tensor at a time (loading
 never holds more than the model), glibc hands freed blocks back to the kernel
 (MALLOC_MMAP_THRESHOLD_=65536, MALLOC_TRIM_THRESHOLD_=0: the script re-executes itself with them
-when they are missing), and the peak is the kernel's exact ru_maxrss, not a sampled figure. Prints one
-JSON line. `bench_infer.py --sweep` runs it once per frame count so that peaks never mix.
+when they are missing), and the peak is the kernel's exact high-water mark of this process's RSS (VmHWM),
+not a sampled figure. Not ru_maxrss: across exec it keeps the peak of the process that spawned this one (a
+large pytest or sweep parent would then set the figure). Prints one JSON line. `bench_infer.py --sweep` runs
+it once per frame count so that peaks never mix.
 
 With --nproc N the frames are split over N gloo processes (sequence-parallel inference) and the row
 gives the largest working memory of a rank.
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -32,15 +33,6 @@ def ensure_malloc_env() -> None:
     if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
         return
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
-
-
-def rss_bytes() -> int:
-    """Current resident set size (VmRSS) in bytes."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("/proc/self/status has no VmRSS line")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +70,7 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
     from vggt.config import VGGTConfig
     from vggt.models.vggt import VGGT
     from vggt.parallel import sequence_parallel_forward, shard_frames
+    from vggt.runtime import resident_memory_bytes
     from vggt.synthetic_weights import synthetic_tensor
     from vggt.weights import build_on_meta_device
 
@@ -90,7 +83,7 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
     images = torch.rand(1, args.frames, 3, args.height, args.width, generator=torch.Generator().manual_seed(0))
     start, end = shard_frames(args.frames, world_size)[rank]
     images = images[:, start:end].clone()  # this process holds only its frames
-    loaded = rss_bytes()
+    loaded = resident_memory_bytes()
     chunk = args.frames_chunk_size or None
     begin = time.perf_counter()
     dtype = getattr(torch, args.dtype)
@@ -100,7 +93,7 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
         else:
             model(images, frames_chunk_size=chunk)
     seconds = time.perf_counter() - begin
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = resident_memory_bytes(peak=True)
     return {
         "config": args.config,
         "frames": args.frames,

@@ -308,7 +308,7 @@ def test_launcher_runs_on_the_cpu_and_writes_the_log_and_the_summary(launcher_ru
     assert summary["CaseName"] == f"VGGT_8p_{case}" and summary["DeviceType"] == "cpu"
     assert (summary["RankSize"], summary["BatchSize"], summary["TimedLogLines"]) == ("2", "2", "2")
     fps = float(summary["ActualFPS"])
-    assert fps == pytest.approx(2 * 2 / float(summary["AvgStepTime"]), rel=1e-3)
+    assert fps == pytest.approx(2 * 2 / float(summary["AvgStepTime"]), rel=1e-3, abs=0.005)  # printed to 0.01
     assert float(summary["ImagesPerSec"]) == pytest.approx(2 * fps, abs=0.011)
     if case == "full":
         last = train_lines[-1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import random
 from pathlib import Path
@@ -95,11 +96,12 @@ def test_resident_memory_agrees_with_statm_and_grows_with_a_touched_buffer():
     statm_resident = int(Path("/proc/self/statm").read_text().split()[1]) * page  # an independent reading
     rss = runtime.resident_memory_bytes()
     assert abs(rss - statm_resident) < 16 * 2**20
-    buffer = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, every page written
-    grown = runtime.resident_memory_bytes()
-    assert grown - rss > 60 * 2**20
-    assert runtime.resident_memory_bytes(peak=True) >= grown
-    del buffer
+    # fresh anonymous pages, every one written (a malloc'd buffer may reuse pages this process already holds)
+    with mmap.mmap(-1, 64 * 2**20) as buffer:
+        buffer.write(b"\x01" * len(buffer))
+        grown = runtime.resident_memory_bytes()
+        assert grown - rss > 60 * 2**20
+        assert runtime.resident_memory_bytes(peak=True) >= grown
 
 
 def test_resident_memory_is_none_without_procfs(monkeypatch, tmp_path):
