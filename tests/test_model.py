@@ -7,6 +7,7 @@ import torch
 
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
+from vggt.parallel.sequence import sequence_parallel_forward
 
 S, H, W = 3, 140, 168
 
@@ -107,12 +108,14 @@ def test_frame_chunking_does_not_change_outputs(tiny_model, images, query_points
     assert_same_predictions(chunked, whole, ("depth", "depth_conf", "world_points", "track", "vis"))
 
 
-def test_negative_frames_chunk_size_is_rejected_by_the_model_and_the_heads(tiny_model, images, query_points):
+def test_negative_frames_chunk_size_is_rejected_by_model_aggregator_and_heads(tiny_model, images, query_points):
     with pytest.raises(ValueError, match="frames_chunk_size must be a positive number of frames.*got -2"):
         tiny_model(images, query_points=query_points, frames_chunk_size=-2)
     with torch.no_grad():
         tokens, patch_start_idx = tiny_model.aggregator(images[None])
     for call in (
+        lambda: tiny_model.aggregator(images[None], frames_chunk_size=-1),  # called directly, as upstream's README
+        lambda: sequence_parallel_forward(tiny_model, images, frames_chunk_size=-1),
         lambda: tiny_model.depth_head(tokens, images[None], patch_start_idx, frames_chunk_size=-1),
         lambda: tiny_model.track_head(tokens, images[None], patch_start_idx, query_points[None], frames_chunk_size=-1),
     ):

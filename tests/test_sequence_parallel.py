@@ -17,7 +17,8 @@ from vggt.synthetic_weights import synthetic_model
 
 H, W = 140, 168
 QUERY_POINTS = torch.tensor([[20.0, 30.0], [100.5, 70.25], [150.0, 10.0]])
-CASES = ((4, True), (3, True), (3, False), (5, False))  # (frames, with query points): S divisible by 2 and not
+# (frames, with query points): S divisible by 2 and not, each with and without query points
+CASES = ((4, True), (4, False), (3, True), (3, False), (5, False))
 DENSE = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
 
 

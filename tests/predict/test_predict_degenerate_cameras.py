@@ -12,6 +12,7 @@ import torch
 import vggt.predict.pipeline as pipeline
 from tests.predict.conftest import predict_args, run_cli, tiny_model_with_plausible_cameras
 from tests.predict.test_view import free_port
+from vggt.predict.cameras import camera_validity, describe_invalid_cameras
 from vggt.predict.inference import load_model
 from vggt.predict.ownership import MANIFEST_NAME
 from vggt.predict.viewer import build_viewer, load_scene
@@ -146,3 +147,20 @@ def test_strict_makes_an_unusable_camera_an_error_and_writes_nothing(
     assert result.status == 2
     assert "error: 1 of 3 frames have no usable camera: frame 1 (frame000002.jpg" in result.stderr
     assert not out.exists()
+
+
+def test_a_camera_is_unusable_for_a_non_positive_field_of_view_or_any_non_finite_matrix_entry() -> None:
+    frames = 6
+    pose_enc = np.tile(np.array([0, 0, 0, 1, 0, 0, 0, 0.8, 0.9], dtype=np.float32), (frames, 1))
+    extrinsic = np.tile(np.hstack((np.eye(3), np.zeros((3, 1)))).astype(np.float32), (frames, 1, 1))
+    intrinsic = np.tile(np.diag([100.0, 100.0, 1.0]).astype(np.float32), (frames, 1, 1))
+    pose_enc[1, 7] = 0.0  # the ReLU floor
+    pose_enc[2, 8] = -0.1
+    pose_enc[3, 7] = np.nan
+    extrinsic[4, 2, 3] = np.inf
+    intrinsic[5, 0, 2] = np.nan
+    valid = camera_validity(pose_enc, extrinsic, intrinsic)
+    np.testing.assert_array_equal(valid, [True, False, False, False, False, False])
+    message = describe_invalid_cameras(valid, pose_enc, extrinsic, intrinsic, [f"f{i}.jpg" for i in range(frames)])
+    assert "5 of 6 frames have no usable camera" in message
+    assert "4 (f4.jpg: non-finite extrinsic)" in message and "5 (f5.jpg: non-finite intrinsic)" in message

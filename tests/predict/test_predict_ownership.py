@@ -127,15 +127,19 @@ def test_an_output_inside_the_images_folder_leaves_the_images_alone(scene, tiny_
 
 
 # failures ------------------------------------------------------------------------------------------
-def test_a_failure_mid_write_leaves_every_byte_as_it_was(scene, tiny_weights, monkeypatch) -> None:
-    assert run_cli(*predict_args(scene / "images", scene, tiny_weights, "--export", "ply")).status == 0
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_failure_mid_write_leaves_every_byte_as_it_was(scene, tiny_weights, monkeypatch, overwrite) -> None:
+    """Without --overwrite: a first run into the user's scene folder; with it: a run replacing an earlier one."""
+    if overwrite:
+        assert run_cli(*predict_args(scene / "images", scene, tiny_weights, "--export", "ply")).status == 0
     before = tree(scene)
 
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError("No space left on device")
 
     monkeypatch.setattr(pipeline, "write_glb", disk_full)
-    result = run_cli(*predict_args(scene / "images", scene, tiny_weights, "--export", "ply,glb", "--overwrite"))
+    extra = ["--overwrite"] if overwrite else []
+    result = run_cli(*predict_args(scene / "images", scene, tiny_weights, "--export", "ply,glb", *extra))
     assert result.status == 2 and "No space left on device" in result.stderr
     assert tree(scene) == before
 

@@ -14,18 +14,10 @@ from torch import nn
 
 from vggt.heads.activations import activate_head
 from vggt.heads.sincos import grid_sincos_embed, uv_grid
+from vggt.layers.token_chunks import check_frames_chunk_size
 
 POS_EMBED_RATIO = 0.1
 POS_EMBED_BASE = 100.0
-
-
-def check_frames_chunk_size(frames_chunk_size: int | None) -> None:
-    """Raise unless `frames_chunk_size` is None or 0 (all frames at once) or a positive frame count."""
-    if frames_chunk_size is not None and frames_chunk_size < 0:
-        raise ValueError(
-            f"frames_chunk_size must be a positive number of frames per chunk, or None / 0 for all frames at once, "
-            f"got {frames_chunk_size}"
-        )
 
 
 def upsample(x: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:

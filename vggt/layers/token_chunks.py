@@ -18,6 +18,15 @@ from vggt.layers.rope import RopeTables
 from vggt.runtime import kernels
 
 
+def check_frames_chunk_size(frames_chunk_size: int | None) -> None:
+    """Raise unless `frames_chunk_size` is None or 0 (all frames at once) or a positive frame count."""
+    if frames_chunk_size is not None and frames_chunk_size < 0:
+        raise ValueError(
+            f"frames_chunk_size must be a positive number of frames per chunk, or None / 0 for all frames at once, "
+            f"got {frames_chunk_size}"
+        )
+
+
 def frame_spans(frames: int, frames_per_chunk: int) -> list[tuple[int, int]]:
     """[start, end) frame ranges of at most `frames_per_chunk` frames covering 0..frames."""
     return [(s, min(s + frames_per_chunk, frames)) for s in range(0, frames, frames_per_chunk)]

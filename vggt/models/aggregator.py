@@ -28,7 +28,12 @@ from vggt.layers import (
     grid_positions,
 )
 from vggt.layers.checkpoint import run_block
-from vggt.layers.token_chunks import frame_spans, run_frame_block_in_place, run_global_block_in_place
+from vggt.layers.token_chunks import (
+    check_frames_chunk_size,
+    frame_spans,
+    run_frame_block_in_place,
+    run_global_block_in_place,
+)
 
 RESNET_MEAN = (0.485, 0.456, 0.406)
 RESNET_STD = (0.229, 0.224, 0.225)
@@ -92,6 +97,7 @@ class Aggregator(nn.Module):
         frames_chunk_size: without autograd, the token-wise work (patch embed, frame blocks, the global
         blocks' projections and MLPs) runs on this many frames at a time, in place; None runs every frame at once.
         """
+        check_frames_chunk_size(frames_chunk_size)
         B, S, C_in, H, W = images.shape
         if C_in != 3:
             raise ValueError(f"images must have 3 channels (RGB) in dim 2, got shape {tuple(images.shape)}")

@@ -11,7 +11,7 @@ from torch import nn
 
 from vggt.config import VGGTConfig
 from vggt.heads.camera_head import CameraHead
-from vggt.heads.dpt_head import DPTHead, check_frames_chunk_size
+from vggt.heads.dpt_head import DPTHead
 from vggt.heads.track_head import TrackHead
 from vggt.models.aggregator import Aggregator
 from vggt.runtime import autocast_disabled
@@ -91,7 +91,6 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         also the (batched) input images.
         """
         images, query_points = self.check_inputs(images, query_points)
-        check_frames_chunk_size(frames_chunk_size)  # before the aggregator's work, not after it
         tokens, patch_start_idx = self.aggregator(images, frames_chunk_size=frames_chunk_size)
         predictions: dict[str, Any] = {}
         # camera, depth and point heads run in float32 whatever autocast the caller set (as upstream)

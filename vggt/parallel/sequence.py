@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from vggt.layers import Block, RopeTables, grid_positions
-from vggt.layers.token_chunks import finish_global_block_in_place, project_global
+from vggt.layers.token_chunks import check_frames_chunk_size, finish_global_block_in_place, project_global
 from vggt.models.aggregator import DEFAULT_FRAMES_CHUNK_SIZE, GlobalBlockRunner
 from vggt.models.vggt import VGGT
 from vggt.runtime import autocast_disabled, backend_device, kernels
@@ -168,6 +168,7 @@ def sequence_parallel_forward(
     frame 0; see shard_frames); query_points: [N, 2] or [B, N, 2] pixels of frame 0, the same on every rank.
     Returns on every rank what `model(all_images, query_points)` returns in eval mode (without "images").
     """
+    check_frames_chunk_size(frames_chunk_size)
     if not dist.is_initialized():
         raise RuntimeError("sequence_parallel_forward needs torch.distributed initialised (init_process_group)")
     images, query_points = model.check_inputs(local_images, query_points)
