@@ -64,10 +64,17 @@ def test_limit_zero_keeps_nothing() -> None:
     assert not randomly_limit_trues(np.ones((3, 3), dtype=bool), 0).any()
 
 
-@pytest.mark.parametrize(
-    ("mask", "max_trues", "message"),
-    [(np.ones(3, dtype=np.float32), 1, "boolean array"), (np.ones(3, dtype=bool), -1, "non-negative integer")],
-)
-def test_limit_rejects_non_boolean_masks_and_negative_limits(mask, max_trues, message) -> None:
-    with pytest.raises(ValueError, match=message):
-        randomly_limit_trues(mask, max_trues)
+def test_limit_rejects_negative_limits() -> None:
+    with pytest.raises(ValueError, match="non-negative integer"):
+        randomly_limit_trues(np.ones(3, dtype=bool), -1)
+
+
+def test_limit_counts_the_non_zero_entries_of_a_numeric_mask_as_true() -> None:
+    mask = np.array([[0, 2, 0], [1, 0, 5]], dtype=np.int64)
+    assert randomly_limit_trues(mask, 3) is mask  # at most 3 non-zero entries: unchanged
+    np.random.seed(3)
+    limited = randomly_limit_trues(mask, 2)
+    np.random.seed(3)
+    expected = np.zeros(6, dtype=bool)
+    expected[np.random.choice(np.array([1, 3, 5]), size=2, replace=False)] = True
+    assert limited.dtype == np.bool_ and limited.tolist() == expected.reshape(2, 3).tolist()

@@ -26,11 +26,9 @@ def create_pixel_coordinate_grid(num_frames: int, height: int, width: int) -> np
 def randomly_limit_trues(mask: np.ndarray, max_trues: int) -> np.ndarray:
     """`mask` itself when it has at most `max_trues` True entries; otherwise a new boolean mask of the same shape
     with `max_trues` of its True entries kept, chosen uniformly without replacement with NumPy's global random
-    state (np.random.seed makes the choice reproducible).
+    state (np.random.seed makes the choice reproducible). A non-boolean mask counts its non-zero entries as True.
     """
     mask = np.asarray(mask)
-    if mask.dtype != np.bool_:
-        raise ValueError(f"mask must be a boolean array, got dtype {mask.dtype}; pass e.g. conf > threshold")
     if int(max_trues) != max_trues or max_trues < 0:
         raise ValueError(f"max_trues must be a non-negative integer, got {max_trues!r}")
     true_indices = np.flatnonzero(mask)
