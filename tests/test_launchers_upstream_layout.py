@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -44,3 +46,36 @@ def test_launcher_in_upstream_layout_refuses_missing_co3d_with_upstreams_default
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 2
     assert f"--co3d-dir {training}/co3D/co3D: no such directory" in run.stderr
+
+
+@pytest.mark.parametrize("random_weights", [False, True])
+def test_launcher_in_upstream_layout_starts_from_model_pt_unless_random_weights(tmp_path: Path, random_weights) -> None:
+    """The published runs resume from ../model.pt next to training/; --random-weights asks for no weights at all."""
+    upstream = tmp_path / "vggt"
+    training = upstream / "training"
+    (training / "config").mkdir(parents=True)
+    (training / "launch.py").write_text("")
+    (training / "config" / "npu_perf.yaml").write_text("")
+    (training / "co3D" / "co3D" / "tv").mkdir(parents=True)
+    (training / "co3D" / "co3D_annotations").mkdir()
+    (training / "co3D" / "co3D_annotations" / "tv_train.jgz").write_text("")
+    (upstream / "model.pt").write_text("")
+    shutil.copytree(TOOLS, training / "test")
+    recorded = tmp_path / "torchrun_args.txt"
+    fake_python = tmp_path / "python"  # records torchrun's command line instead of training
+    fake_python.write_text(
+        f'#!/bin/bash\nif [[ "$2" == torch.distributed.run ]]; then printf "%s\\n" "$@" > {recorded}; exit 0; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    fake_python.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake_python), "PYTHONPATH": str(TOOLS.parent)}
+    flags = ["--random-weights"] if random_weights else []
+    subprocess.run(["bash", "test/train_8p_vggt_perf.sh", "--device", "cpu", "--nproc", "1", *flags], cwd=training,
+                   capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    args = recorded.read_text().splitlines()
+    expected = (
+        "checkpoint.resume_checkpoint_path=null"
+        if random_weights
+        else (f"checkpoint.resume_checkpoint_path='{upstream / 'model.pt'}'")
+    )
+    assert expected in args
