@@ -34,15 +34,6 @@ def ensure_malloc_env() -> None:
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
 
 
-def rss_bytes() -> int:
-    """Current resident set size (VmRSS) in bytes."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("/proc/self/status has no VmRSS line")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="vggt_1b", help="VGGTConfig preset (default: %(default)s)")
@@ -78,6 +69,7 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
     from vggt.config import VGGTConfig
     from vggt.models.vggt import VGGT
     from vggt.parallel import sequence_parallel_forward, shard_frames
+    from vggt.runtime import resident_memory_bytes
     from vggt.synthetic_weights import synthetic_tensor
     from vggt.weights import build_on_meta_device
 
@@ -90,7 +82,9 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
     images = torch.rand(1, args.frames, 3, args.height, args.width, generator=torch.Generator().manual_seed(0))
     start, end = shard_frames(args.frames, world_size)[rank]
     images = images[:, start:end].clone()  # this process holds only its frames
-    loaded = rss_bytes()
+    loaded = resident_memory_bytes()
+    if loaded is None:
+        raise RuntimeError("working_memory.py reads the RSS from /proc/self/status, which only Linux has")
     chunk = args.frames_chunk_size or None
     begin = time.perf_counter()
     dtype = getattr(torch, args.dtype)
