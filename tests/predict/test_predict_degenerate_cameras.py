@@ -146,3 +146,16 @@ def test_strict_makes_an_unusable_camera_an_error_and_writes_nothing(
     assert result.status == 2
     assert "error: 1 of 3 frames have no usable camera: frame 1 (frame000002.jpg" in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_strict_stops_a_two_process_run_naming_the_frames_and_writes_nothing(
+    tmp_path, zero_fov_weights, scene_images
+) -> None:
+    """camera_valid comes from the gathered cameras of every rank, and rank 0's --strict error reaches the user."""
+    out = tmp_path / "out"
+    args = ("--export", "none", "--strict", "--nproc", 2)
+    result = run_cli(*predict_args(scene_images, out, zero_fov_weights, *args))
+    assert result.status == 2
+    assert "error: process 0 of 2: 3 of 3 frames have no usable camera: frames 0 (frame000001.jpg" in result.stderr
+    assert not out.exists()

@@ -30,6 +30,8 @@ def test_two_processes_write_the_predictions_of_one(tiny_weights: Path, scene_im
     for key in DENSE:
         scale = max(1.0, float(np.abs(single[key]).max()))
         assert np.abs(parallel[key] - single[key]).max() <= 1e-4 * scale, key
+    assert single["camera_valid"].all()  # the tiny weights' plausible cameras
+    assert np.array_equal(parallel["camera_valid"], single["camera_valid"])
     error = np.abs(parallel["track"] - single["track"])  # the reference README's pixel tolerances
     assert error.max() <= 1.0 and error.mean() <= 0.2
     assert np.abs(parallel["vis"] - single["vis"]).max() <= 0.05
