@@ -46,6 +46,12 @@ def init_group(device: torch.device, rank: int | None = None, world_size: int | 
     dist.init_process_group(distributed_backend(device), init_method=init, timeout=TIMEOUT, **kwargs)
 
 
+def process_device(device_name: str) -> torch.device:
+    """The device this process computes on: in a process group the rank's own, which launch made current (as in
+    rank_device, only the kind of `device_name` counts: "cuda:0" on local rank 1 is cuda:1), else `device_name`."""
+    return collective_device() if dist.is_available() and dist.is_initialized() else resolve_device(device_name)
+
+
 def process_count() -> int:
     """Processes sharing each forward: the group's world size, 1 without a process group."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from vggt.memory_plan import check_inference_memory, planning_config
-from vggt.parallel.launch import is_helper_rank, process_count, scene_forward, serve_forward
+from vggt.parallel.launch import is_helper_rank, process_count, process_device, scene_forward, serve_forward
 from vggt.predict.bundle_adjust import BundleAdjustmentOptions, BundleAdjustmentStats, run_bundle_adjustment
 from vggt.predict.cameras import describe_invalid_cameras
 from vggt.predict.colmap import Observations, build_reconstruction, import_pycolmap, write_reconstruction
@@ -33,7 +33,7 @@ from vggt.predict.points import PointCloud, confident_points
 from vggt.predict.render import write_previews
 from vggt.predict.staging import recover_interrupted, staged_output
 from vggt.predict.video import extract_frames, import_av
-from vggt.runtime import configure_process, resolve_device
+from vggt.runtime import configure_process
 from vggt.utils.load_fn import PATCH_SIZE, PreprocessTransform, load_and_preprocess_images_with_transforms
 
 EXPORTS = ("depth", "ply", "glb", "colmap", "preview")
@@ -241,7 +241,7 @@ def predict(options: PredictOptions) -> PredictSummary | None:
     if source.video is not None:
         import_av()
     queries = None if options.query_points is None else read_query_points(options.query_points)
-    device = resolve_device(options.device)
+    device = process_device(options.device)
     configure_process(device)
     dtype = inference_dtype(options.dtype, device)
     if source.video is None:  # a video's frame count is known only after extraction
