@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dict:
     """Load, run one forward (this rank's frames when world_size > 1) and return the row of this process."""
-    import torch  # torch and vggt load here, after ensure_malloc_env's re-exec, so that glibc runs as measured
+    import torch  # imported here, after ensure_malloc_env's re-exec: imported before it, torch would load twice
 
     from vggt.config import VGGTConfig
     from vggt.models.vggt import VGGT
