@@ -236,6 +236,7 @@ vggt_launch() {
                 ;;
         esac
     done
+    ((node_rank == 0)) || evaluate=0 # node 0 evaluates; the others need no test annotations
     vggt_check_positive_int --max-epochs "${max_epochs}"
     vggt_check_positive_int --max-steps "${max_steps}"
     vggt_check_positive_int --nproc "${nproc}"

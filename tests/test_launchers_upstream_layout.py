@@ -6,11 +6,12 @@ import importlib
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.training_helpers import python_recording_torchrun
 
 TOOLS = Path(__file__).resolve().parents[1] / "test"
 # a progress line as upstream's trainer prints it: the step right-aligned in 7 characters
@@ -61,13 +62,7 @@ def test_launcher_in_upstream_layout_starts_from_model_pt_unless_random_weights(
     (training / "co3D" / "co3D_annotations" / "tv_train.jgz").write_text("")
     (upstream / "model.pt").write_text("")
     shutil.copytree(TOOLS, training / "test")
-    recorded = tmp_path / "torchrun_args.txt"
-    fake_python = tmp_path / "python"  # records torchrun's command line instead of training
-    fake_python.write_text(
-        f'#!/bin/bash\nif [[ "$2" == torch.distributed.run ]]; then printf "%s\\n" "$@" > {recorded}; exit 0; fi\n'
-        f'exec {sys.executable} "$@"\n'
-    )
-    fake_python.chmod(0o755)
+    fake_python, recorded = python_recording_torchrun(tmp_path)
     env = {**os.environ, "PYTHON": str(fake_python), "PYTHONPATH": str(TOOLS.parent)}
     flags = ["--random-weights"] if random_weights else []
     subprocess.run(["bash", "test/train_8p_vggt_perf.sh", "--device", "cpu", "--nproc", "1", *flags], cwd=training,
