@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import free_port
 from tests.training_helpers import ROOT, launch, parse_log, small_overrides
 from training.data.co3d import Co3dDataset
 from training.data.sampler import DynamicBatchSampler
@@ -63,12 +63,6 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(scenes_di
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(scenes_dir, tmp_path):

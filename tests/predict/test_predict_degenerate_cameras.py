@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import vggt.predict.pipeline as pipeline
+from tests.helpers import free_port
 from tests.predict.conftest import predict_args, run_cli, tiny_model_with_plausible_cameras
-from tests.predict.test_view import free_port
 from vggt.predict.inference import load_model
 from vggt.predict.ownership import MANIFEST_NAME
 from vggt.predict.viewer import build_viewer, load_scene
