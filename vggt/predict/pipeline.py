@@ -257,7 +257,8 @@ def predict(options: PredictOptions) -> PredictSummary | None:
             print(plan)
 
     def load() -> VGGT:
-        print(f"loading the model from {options.model}")
+        if not is_helper_rank():
+            print(f"loading the model from {options.model}")
         model = load_model(options.model, options.config)
         if queries is not None and model.track_head is None:
             raise ValueError("--query-points needs the track head, and this model has none")
