@@ -18,6 +18,12 @@ def _helper_rank_runs_out_of_memory() -> None:
     dist.barrier()  # rank 0 waits for a peer that is gone: the launcher must stop it
 
 
+def _helper_rank_runs_out_of_disk() -> None:
+    if dist.get_rank() == 1:
+        raise OSError(28, "No space left on device")
+    dist.barrier()
+
+
 def _rank_zero_fails_unreadably() -> None:
     if dist.get_rank() == 0:
         raise RuntimeError("kernel failure")
@@ -36,3 +42,9 @@ def test_other_errors_keep_their_traceback() -> None:
     # the first rank reported may be the peer whose barrier lost its connection, so the message is not checked
     with pytest.raises(mp.ProcessRaisedException):
         launch(2, "cpu", _rank_zero_fails_unreadably)
+
+
+@pytest.mark.slow
+def test_an_os_error_of_a_helper_rank_is_reported_as_a_message() -> None:
+    with pytest.raises(ValueError, match=r"^process 1 of 2: \[Errno 28\] No space left on device$"):
+        launch(2, "cpu", _helper_rank_runs_out_of_disk)

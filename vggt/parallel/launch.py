@@ -24,7 +24,7 @@ from vggt.models.vggt import VGGT
 from vggt.parallel.sequence import collective_device, sequence_parallel_forward, shard_frames
 from vggt.runtime import autocast, distributed_backend, resolve_device, set_current_device
 
-READABLE_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+READABLE_ERRORS = (ValueError, OSError)  # what `vggt` reports as a message, not a traceback (vggt.cli.main)
 TIMEOUT = datetime.timedelta(minutes=30)  # a slow rank (model download, long scene) is not a dead one
 
 
