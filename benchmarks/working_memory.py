@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dict:
     """Load, run one forward (this rank's frames when world_size > 1) and return the row of this process."""
-    import torch  # torch and vggt load here, after ensure_malloc_env's re-exec, so that glibc runs as measured
+    import torch  # imported here, after ensure_malloc_env's re-exec: imported before it, torch would load twice
 
     from vggt.config import VGGTConfig
     from vggt.models.vggt import VGGT
@@ -84,6 +84,8 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
     start, end = shard_frames(args.frames, world_size)[rank]
     images = images[:, start:end].clone()  # this process holds only its frames
     loaded = resident_memory_bytes()
+    if loaded is None:
+        raise RuntimeError("working_memory.py reads the RSS from /proc/self/status, which only Linux has")
     chunk = args.frames_chunk_size or None
     begin = time.perf_counter()
     dtype = getattr(torch, args.dtype)

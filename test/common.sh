@@ -162,10 +162,10 @@ vggt_upstream_train_args() {
             --seed "${VGGT_SCENE_SEED}" >"${out}/scenes.log" 2>&1 ||
             vggt_fail 2 "generating the synthetic scenes failed; see ${out}/scenes.log"
         co3d_dir="${scenes}/co3d" anno_dir="${scenes}/co3d_annotations"
-    elif [[ -z "${resume}" && -f "${VGGT_REPO_ROOT}/../model.pt" ]]; then
+    elif [[ -z "${resume}" && -z "${random_weights}" && -f "${VGGT_REPO_ROOT}/../model.pt" ]]; then
         resume="$(cd "${VGGT_REPO_ROOT}/.." && pwd)/model.pt" # the published runs start from the official weights
     fi
-    [[ -n "${resume}" || "${data}" == synthetic ]] ||
+    [[ -n "${resume}" || -n "${random_weights}" || "${data}" == synthetic ]] ||
         echo "no --weights and no model.pt next to training/: upstream's trainer starts from scratch"
     upstream_overrides+=(
         "$(vggt_hydra_path co3d_dir "${co3d_dir}")"
@@ -236,6 +236,7 @@ vggt_launch() {
                 ;;
         esac
     done
+    ((node_rank == 0)) || evaluate=0 # node 0 evaluates; the others need no test annotations
     vggt_check_positive_int --max-epochs "${max_epochs}"
     vggt_check_positive_int --max-steps "${max_steps}"
     vggt_check_positive_int --nproc "${nproc}"

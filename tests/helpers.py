@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,3 +56,10 @@ def benchmark_script(name: str) -> Iterator[ModuleType]:
         sys.path.remove(folder)
         for module in (name, "common"):  # the next import sees the files as they are then
             sys.modules.pop(module, None)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a rendezvous or a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,17 +127,27 @@ def test_the_cycle_search_finds_a_planted_cycle() -> None:
     assert find_cycle(graph) is None
 
 
-def test_no_function_imports_another_vggt_module() -> None:
+def test_no_function_imports_one_of_our_modules() -> None:
     """Deferred imports of our own modules are how cycles hide; optional third-party packages may be deferred."""
     hidden = {
         f"{MODULES[module].relative_to(ROOT)}:{node.lineno} imports {name}"
         for module in MODULES
-        if module.startswith("vggt")
         for node in _function_level_imports(_tree(module))
         for name in _imported_names(node, module)
-        if name == "vggt" or name.startswith("vggt.")
+        if name.split(".")[0] in PACKAGES
     }
     assert not hidden, "\n".join(sorted(hidden))
+
+
+@pytest.mark.parametrize("script", ["training.data.synthetic", "training.data.co3d_convert"])
+def test_data_scripts_run_without_importing_themselves_twice(script: str) -> None:
+    """A package __init__ that imports the module `python -m` runs makes runpy execute it a second time."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", script, "--help"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
 
 
 def test_runtime_imports_nothing_of_vggt_outside_runtime() -> None:

@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.training_helpers import ROOT
+from tests.training_helpers import ROOT, python_recording_torchrun
 
 TOOLS = ROOT / "test"
 PERF, FULL = TOOLS / "train_8p_vggt_perf.sh", TOOLS / "train_8p_vggt_full.sh"
@@ -424,3 +424,18 @@ def test_first_failure_prefers_a_ranks_own_error_over_peers_stopped_by_it_then_t
     assert lines[0] == "first failure (node 1, local rank 1): DatasetError: image a.jpg cannot be read"
     assert lines[1] == "  traceback (end):" and lines[-1] == "    DatasetError: image a.jpg cannot be read"
     assert run_tool("first_failure.py", tmp_path / "nothing").stdout == ""  # no error file: nothing to say
+
+
+def test_only_node_0_needs_the_test_annotations_of_the_full_run(tmp_path: Path) -> None:
+    """Node 0 evaluates the trained checkpoint; another node without tv_test.jgz still trains."""
+    (tmp_path / "co3d" / "tv").mkdir(parents=True)
+    (tmp_path / "anno").mkdir()
+    (tmp_path / "anno" / "tv_train.jgz").write_text("")
+    python, recorded = python_recording_torchrun(tmp_path)
+    common = ["--device", "cpu", "--nproc", "1", "--co3d-dir", tmp_path / "co3d", "--anno-dir", tmp_path / "anno",
+              "--random-weights", "--nnodes", "2", "--output-root", tmp_path / "out"]  # fmt: skip
+    node1 = run_tool(FULL.name, *common, "--node-rank", "1", env={"PYTHON": str(python)})
+    assert node1.returncode == 0, node1.stderr
+    assert "--node-rank\n1\n" in recorded.read_text()
+    node0 = run_tool(FULL.name, *common, "--node-rank", "0", env={"PYTHON": str(python)})
+    assert node0.returncode == 2 and "no tv_test.jgz" in node0.stderr

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.training_helpers import python_recording_torchrun
 
 TOOLS = Path(__file__).resolve().parents[1] / "test"
 # a progress line as upstream's trainer prints it: the step right-aligned in 7 characters
@@ -44,3 +47,30 @@ def test_launcher_in_upstream_layout_refuses_missing_co3d_with_upstreams_default
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 2
     assert f"--co3d-dir {training}/co3D/co3D: no such directory" in run.stderr
+
+
+@pytest.mark.parametrize("random_weights", [False, True])
+def test_launcher_in_upstream_layout_starts_from_model_pt_unless_random_weights(tmp_path: Path, random_weights) -> None:
+    """The published runs resume from ../model.pt next to training/; --random-weights asks for no weights at all."""
+    upstream = tmp_path / "vggt"
+    training = upstream / "training"
+    (training / "config").mkdir(parents=True)
+    (training / "launch.py").write_text("")
+    (training / "config" / "npu_perf.yaml").write_text("")
+    (training / "co3D" / "co3D" / "tv").mkdir(parents=True)
+    (training / "co3D" / "co3D_annotations").mkdir()
+    (training / "co3D" / "co3D_annotations" / "tv_train.jgz").write_text("")
+    (upstream / "model.pt").write_text("")
+    shutil.copytree(TOOLS, training / "test")
+    fake_python, recorded = python_recording_torchrun(tmp_path)
+    env = {**os.environ, "PYTHON": str(fake_python), "PYTHONPATH": str(TOOLS.parent)}
+    flags = ["--random-weights"] if random_weights else []
+    subprocess.run(["bash", "test/train_8p_vggt_perf.sh", "--device", "cpu", "--nproc", "1", *flags], cwd=training,
+                   capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    args = recorded.read_text().splitlines()
+    expected = (
+        "checkpoint.resume_checkpoint_path=null"
+        if random_weights
+        else (f"checkpoint.resume_checkpoint_path='{upstream / 'model.pt'}'")
+    )
+    assert expected in args

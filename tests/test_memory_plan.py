@@ -33,6 +33,15 @@ def test_processes_share_the_per_frame_memory() -> None:
     assert four.device_bytes < one.device_bytes / 2
 
 
+def test_every_process_counts_the_images_of_the_other_processes_frames() -> None:
+    # sequence-parallel predict broadcasts the scene: one more frame on the other rank (4095 -> 4096 frames over 2,
+    # 2048 local frames both times) adds its float32 image [3, 112, 112] to this rank's aggregator phase
+    fewer = estimate_inference_memory(VGGTConfig(), 4095, 112, 112, torch.float32, world_size=2)
+    more = estimate_inference_memory(VGGTConfig(), 4096, 112, 112, torch.float32, world_size=2)
+    assert fewer.phase == more.phase == "aggregator"
+    assert more.device_bytes - fewer.device_bytes == 3 * 112 * 112 * 4
+
+
 def test_largest_fitting_finds_the_boundary() -> None:
     assert largest_fitting(lambda n: n <= 37, 100) == 37
     assert largest_fitting(lambda n: False, 100) == 0

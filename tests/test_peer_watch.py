@@ -4,7 +4,6 @@ it ends its process with os._exit)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,7 @@ import time
 import pytest
 import torch.distributed as dist
 
+from tests.helpers import free_port
 from tests.training_helpers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -26,12 +26,6 @@ WATCHED_RANK = textwrap.dedent(
     time.sleep(120)
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def watched_rank(store_port: int, peer_timeout_s: float) -> subprocess.Popen:

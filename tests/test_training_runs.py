@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import free_port
 from tests.training_helpers import ROOT, launch, parse_log, small_overrides
 from training.data.co3d import Co3dDataset
 from training.data.sampler import DynamicBatchSampler
@@ -63,12 +63,6 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(scenes_di
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(scenes_dir, tmp_path):
@@ -142,6 +136,37 @@ def launcher_command(scenes_dir: Path, *args: str) -> list[str]:
 LAUNCHER_ENV = {**os.environ, "PYTHON": sys.executable}
 
 
+def start_two_nodes(command: list[str], tmp_path: Path) -> list[subprocess.Popen]:
+    """`command` started as nodes 0 and 1 of a job of one process per node (static rendezvous on this machine),
+    node R writing under tmp_path / f"node{R}"."""
+    port = str(free_port())
+    return [
+        subprocess.Popen(
+            [
+                *command,
+                "--nproc",
+                "1",
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(rank),
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                port,
+                "--output-root",
+                str(tmp_path / f"node{rank}"),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=LAUNCHER_ENV,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+
+
 def test_an_unreadable_frame_met_by_one_rank_ends_the_two_process_launcher_run_in_seconds_naming_it(tmp_path):
     """Rank 1 fails in its data loader at step 0 while rank 0 waits in DDP's all-reduce: the job must not hang."""
     category_dir = scenes_with_an_unreadable_sequence_for_rank_1(tmp_path / "scenes")
@@ -163,33 +188,8 @@ def test_an_unreadable_frame_met_by_one_rank_ends_the_two_process_launcher_run_i
 
 def test_a_failure_on_one_node_ends_every_node_in_seconds_naming_the_node_and_rank(tmp_path):
     category_dir = scenes_with_an_unreadable_sequence_for_rank_1(tmp_path / "scenes")
-    port = str(free_port())
     start = time.monotonic()
-    nodes = [
-        subprocess.Popen(
-            launcher_command(
-                tmp_path / "scenes",
-                "--nproc",
-                "1",
-                "--nnodes",
-                "2",
-                "--node-rank",
-                str(rank),
-                "--master-addr",
-                "127.0.0.1",
-                "--master-port",
-                port,
-                "--output-root",
-                str(tmp_path / f"node{rank}"),
-            ),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=LAUNCHER_ENV,
-        )  # fmt: skip
-        for rank in (0, 1)
-    ]
+    nodes = start_two_nodes(launcher_command(tmp_path / "scenes"), tmp_path)
     errors = [node.communicate(timeout=300)[1] for node in nodes]
     elapsed = time.monotonic() - start
     assert all(node.returncode != 0 for node in nodes)
@@ -209,38 +209,12 @@ def test_two_nodes_of_one_process_train_as_one_node_of_two_and_write_one_checkpo
     launcher = str(ROOT / "test" / "train_8p_vggt_perf.sh")
     common = [launcher, "--device", "cpu", "--data", "synthetic", "--batch-size", "1", "--max-steps", "3",
               "--scenes-dir", str(tmp_path / "scenes")]  # fmt: skip
-    env = {**os.environ, "PYTHON": sys.executable}
     one = subprocess.run(
         [*common, "--nproc", "2", "--output-root", str(tmp_path / "one")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=LAUNCHER_ENV,
     )  # fmt: skip
     check_ok(one)
-    port = str(free_port())
-    nodes = [
-        subprocess.Popen(
-            [
-                *common,
-                "--nproc",
-                "1",
-                "--nnodes",
-                "2",
-                "--node-rank",
-                str(rank),
-                "--master-addr",
-                "127.0.0.1",
-                "--master-port",
-                port,
-                "--output-root",
-                str(tmp_path / f"node{rank}"),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )  # fmt: skip
-        for rank in (0, 1)
-    ]
+    nodes = start_two_nodes(common, tmp_path)
     outputs = [node.communicate(timeout=600) for node in nodes]
     for node, (out, err) in zip(nodes, outputs):
         assert node.returncode == 0, out[-3000:] + err[-3000:]

@@ -68,3 +68,16 @@ def parse_log(log_file: Path) -> list[dict[str, float]]:
                 values[name] = float(value.split(" ")[0])
             rows.append(values)
     return rows
+
+
+def python_recording_torchrun(tmp_path: Path) -> tuple[Path, Path]:
+    """A PYTHON for the launchers that writes torchrun's arguments (one a line) to a file instead of training and
+    runs everything else with this interpreter: (the script, the file it writes)."""
+    recorded = tmp_path / "torchrun_args.txt"
+    script = tmp_path / "python_recording_torchrun"
+    script.write_text(
+        f'#!/bin/bash\nif [[ "$2" == torch.distributed.run ]]; then printf "%s\\n" "$@" > {recorded}; exit 0; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    script.chmod(0o755)
+    return script, recorded

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from training.data import build_dataset
+from training.data.build import build_dataset
 from training.data.normalize import normalize_camera_extrinsics_and_points_batch
 from training.data.sampler import DynamicBatchSampler
 from training.loss import MultitaskLoss

@@ -109,7 +109,8 @@ def estimate_inference_memory(
     keys_values = 2 * C * compute * P * (1 if world_size == 1 else 3)  # across processes: q, k, v and their copies
     aggregator_frame = kept + C * FLOAT32 * P + keys_values + images
     aggregator_chunk = chunk * P * C * (AGGREGATOR_TRANSIENT_FLOAT32 * FLOAT32 + AGGREGATOR_TRANSIENT_COMPUTE * compute)
-    aggregator = local * aggregator_frame + aggregator_chunk
+    broadcast = (frames - local) * images  # vggt predict --nproc: every rank holds the whole scene's images
+    aggregator = local * aggregator_frame + aggregator_chunk + broadcast
 
     heads_frame = kept + images + DENSE_OUTPUT_FLOATS * pixels * FLOAT32
     stride = config.tracker_stride
@@ -117,7 +118,7 @@ def estimate_inference_memory(
         heads_frame += config.track_features * (pixels // stride**2) * FLOAT32
     dpt_chunk = chunk * pixels * FLOAT32 * (DPT_FULL_RES_MAPS * config.dpt_features // 2 + DPT_STAGE_CHANNELS)
     gathered = (frames - local) * (DENSE_OUTPUT_FLOATS * pixels * FLOAT32)  # the other ranks' outputs
-    heads = local * heads_frame + dpt_chunk + gathered
+    heads = local * heads_frame + dpt_chunk + gathered + broadcast
 
     phase, working, per_frame = max(
         ("aggregator", aggregator, aggregator_frame), ("heads", heads, heads_frame), key=lambda t: t[1]

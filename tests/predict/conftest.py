@@ -7,8 +7,10 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from training.data.synthetic import generate_scenes
 from vggt.cli import main
@@ -92,3 +94,17 @@ def predicted(
     result = run_cli(*predict_args(scene_images, out, tiny_weights))
     assert result.status == 0, result.stderr
     return out, result
+
+
+def write_scene_video(path: Path, scene_images: Path) -> Path:
+    """A 3-second mpeg4 clip at 4 frames per second (each of the 3 scene images for 1 second); needs PyAV."""
+    import av  # optional dependency: callers importorskip it first
+
+    frames = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(scene_images.iterdir())]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=4)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for index in range(12):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frames[index // 4], format="rgb24")))
+        container.mux(stream.encode())
+    return path

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import vggt.predict.pipeline as pipeline
+from tests.helpers import free_port
 from tests.predict.conftest import predict_args, run_cli, tiny_model_with_plausible_cameras
-from tests.predict.test_view import free_port
 from vggt.predict.cameras import camera_validity, describe_invalid_cameras
 from vggt.predict.inference import load_model
 from vggt.predict.ownership import MANIFEST_NAME
@@ -164,3 +164,16 @@ def test_a_camera_is_unusable_for_a_non_positive_field_of_view_or_any_non_finite
     message = describe_invalid_cameras(valid, pose_enc, extrinsic, intrinsic, [f"f{i}.jpg" for i in range(frames)])
     assert "5 of 6 frames have no usable camera" in message
     assert "4 (f4.jpg: non-finite extrinsic)" in message and "5 (f5.jpg: non-finite intrinsic)" in message
+
+
+@pytest.mark.slow
+def test_strict_stops_a_two_process_run_naming_the_frames_and_writes_nothing(
+    tmp_path, zero_fov_weights, scene_images
+) -> None:
+    """camera_valid comes from the gathered cameras of every rank, and rank 0's --strict error reaches the user."""
+    out = tmp_path / "out"
+    args = ("--export", "none", "--strict", "--nproc", 2)
+    result = run_cli(*predict_args(scene_images, out, zero_fov_weights, *args))
+    assert result.status == 2
+    assert "error: process 0 of 2: 3 of 3 frames have no usable camera: frames 0 (frame000001.jpg" in result.stderr
+    assert not out.exists()

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import vggt.predict.pipeline as pipeline
-from tests.predict.conftest import predict_args, run_cli
+from tests.predict.conftest import predict_args, run_cli, write_scene_video
 
 
 def copy_images(scene_images: Path, folder: Path, count: int = 2) -> list[Path]:
@@ -131,15 +131,8 @@ def test_non_images_are_skipped_and_mixed_sizes_padded_with_warnings(tmp_path, t
 
 
 def test_a_video_is_sampled_at_the_requested_rate(tmp_path, tiny_weights, scene_images) -> None:
-    av = pytest.importorskip("av")
-    video = tmp_path / "clip.mp4"
-    frames = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(scene_images.iterdir())]
-    with av.open(str(video), "w") as container:
-        stream = container.add_stream("mpeg4", rate=4)
-        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
-        for index in range(12):  # 3 seconds at 4 frames per second
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frames[index // 4], format="rgb24")))
-        container.mux(stream.encode())
+    pytest.importorskip("av")
+    video = write_scene_video(tmp_path / "clip.mp4", scene_images)  # 3 seconds at 4 frames per second
     out = tmp_path / "out"
 
     with warnings.catch_warnings():

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
 
 import vggt.memory_plan as memory_plan
-from tests.predict.conftest import predict_args, run_cli
+from tests.predict.conftest import predict_args, run_cli, write_scene_video
 
 MIB = 1024**2
 
@@ -34,3 +35,19 @@ def test_too_little_memory_stops_with_the_options_unless_overridden(
     forced = run_cli(*predict_args(scene_images, out, tiny_weights, "--export", "none", "--skip-memory-check"))
     assert forced.status == 0, forced.stderr
     assert (out / "predictions.npz").is_file()
+
+
+def test_a_video_too_long_for_the_memory_stops_once_its_frames_are_counted_writing_nothing(
+    tiny_weights: Path, scene_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("av")
+    monkeypatch.setattr(memory_plan, "free_memory_bytes", lambda device: 64 * MIB)
+    monkeypatch.setattr(memory_plan, "host_available_bytes", lambda: 64 * MIB)
+    video = write_scene_video(tmp_path / "clip.mp4", scene_images)
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stopped = run_cli(*predict_args(video, out, tiny_weights, "--fps", "2", "--export", "none"))
+    assert stopped.status == 2
+    assert "memory estimate for 6 frames" in stopped.stderr and "this does not fit" in stopped.stderr
+    assert "loading the model" not in stopped.stdout and not out.exists()

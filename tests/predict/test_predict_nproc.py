@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import vggt.predict.pipeline as pipeline
 from tests.predict.conftest import predict_args, run_cli
 
 DENSE = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "extrinsic", "intrinsic")
@@ -30,6 +31,8 @@ def test_two_processes_write_the_predictions_of_one(tiny_weights: Path, scene_im
     for key in DENSE:
         scale = max(1.0, float(np.abs(single[key]).max()))
         assert np.abs(parallel[key] - single[key]).max() <= 1e-4 * scale, key
+    assert single["camera_valid"].all()  # the tiny weights' plausible cameras
+    assert np.array_equal(parallel["camera_valid"], single["camera_valid"])
     error = np.abs(parallel["track"] - single["track"])  # the reference README's pixel tolerances
     assert error.max() <= 1.0 and error.mean() <= 0.2
     assert np.abs(parallel["vis"] - single["vis"]).max() <= 0.05
@@ -41,3 +44,21 @@ def test_nproc_that_does_not_divide_the_heads_is_refused(tiny_weights: Path, sce
     assert result.status != 0
     assert "use one of [1, 2, 4]" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_helper_rank_loads_and_serves_without_looking_at_out(
+    tiny_weights: Path, scene_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.npz").write_text("mine")  # a conflict that stops rank 0 before any work
+    served = []
+    monkeypatch.setattr(pipeline, "is_helper_rank", lambda: True)
+    monkeypatch.setattr(pipeline, "serve_forward", lambda model, *args: served.append(model))
+    options = pipeline.PredictOptions(
+        images=[scene_images], out=out, model=str(tiny_weights), device="cpu", resolution=112, exports=()
+    )
+    assert pipeline.predict(options) is None
+    assert len(served) == 1
+    assert [p.name for p in out.iterdir()] == ["predictions.npz"] and (out / "predictions.npz").read_text() == "mine"
+    assert capsys.readouterr().out == ""  # rank 0 alone prints the estimate and the progress

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import free_port
 from tests.predict.conftest import run_cli
 from vggt.predict.viewer import build_viewer, load_scene
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_view_without_viser_says_how_to_install_it(predicted, monkeypatch: pytest.MonkeyPatch) -> None:

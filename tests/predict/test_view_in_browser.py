@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.predict.test_view import free_port
+from tests.helpers import free_port
 from vggt.predict.viewer import THUMBNAIL_WIDTH
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

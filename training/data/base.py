@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from training.data.augment import AugmentConfig, augment_colors, process_frame, target_shape
+from training.data.tracks import build_tracks
 from vggt.scenes.frame import DatasetError, Frame
 from vggt.utils.geometry import depth_to_camera_points
 
@@ -136,7 +137,5 @@ class MultiViewDataset(Dataset):
             "point_masks": torch.from_numpy(depth_stack > MIN_VALID_DEPTH),
         }
         if self.track_num > 0:
-            from training.data.tracks import build_tracks
-
             sample.update(build_tracks(sample, self.track_num, rng))
         return sample

@@ -24,7 +24,7 @@ from vggt.models.vggt import VGGT
 from vggt.parallel.sequence import collective_device, sequence_parallel_forward, shard_frames
 from vggt.runtime import autocast, distributed_backend, resolve_device, set_current_device
 
-READABLE_ERRORS = ("ValueError", "FileNotFoundError", "FileExistsError", "NotADirectoryError", "PermissionError")
+READABLE_ERRORS = (ValueError, OSError)  # what `vggt` reports as a message, not a traceback (vggt.cli.main)
 TIMEOUT = datetime.timedelta(minutes=30)  # a slow rank (model download, long scene) is not a dead one
 
 
@@ -44,6 +44,12 @@ def init_group(device: torch.device, rank: int | None = None, world_size: int | 
     set_current_device(device)
     kwargs = {} if rank is None else {"rank": rank, "world_size": world_size}
     dist.init_process_group(distributed_backend(device), init_method=init, timeout=TIMEOUT, **kwargs)
+
+
+def process_device(device_name: str) -> torch.device:
+    """The device this process computes on: in a process group the rank's own, which launch made current (as in
+    rank_device, only the kind of `device_name` counts: "cuda:0" on local rank 1 is cuda:1), else `device_name`."""
+    return collective_device() if dist.is_available() and dist.is_initialized() else resolve_device(device_name)
 
 
 def process_count() -> int:
@@ -102,10 +108,18 @@ def serve_forward(model: VGGT, device: torch.device, dtype: torch.dtype, frames_
         parallel_forward(model.to(device), None, None, frames_chunk_size)
 
 
+def _error_file(init_file: str, rank: int) -> Path:
+    """Where a spawned rank leaves the message of its bad-input error for the parent."""
+    return Path(f"{init_file}.error{rank}")
+
+
 def _spawned(rank: int, world_size: int, init_file: str, device_name: str, run: Callable[[], Any]) -> None:
     init_group(rank_device(device_name, rank), rank, world_size, f"file://{init_file}")
     try:
         run()
+    except READABLE_ERRORS as err:  # the parent only sees a traceback string; a file keeps multi-line messages whole
+        _error_file(init_file, rank).write_text(str(err))
+        raise
     finally:
         dist.destroy_process_group()
 
@@ -123,8 +137,10 @@ def launch(nproc: int, device_name: str, run: Callable[[], Any]) -> None:
         init_file = str(Path(tmp) / "rendezvous")
         try:
             mp.spawn(_spawned, args=(nproc, init_file, device_name, run), nprocs=nproc, join=True)
-        except mp.ProcessRaisedException as err:  # the others are stopped; hand back the rank's bad-input error
-            kind, _, message = str(err).strip().splitlines()[-1].partition(": ")
-            if kind in READABLE_ERRORS:
-                raise ValueError(f"process {err.error_index} of {nproc}: {message}") from None
+        except mp.ProcessRaisedException:  # the others are stopped; hand back a rank's bad-input error
+            # a peer's lost connection may be reported first: look at every rank's error, not just the first to fail
+            for rank in range(nproc):
+                message = _error_file(init_file, rank)
+                if message.is_file():
+                    raise ValueError(f"process {rank} of {nproc}: {message.read_text()}") from None
             raise

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from vggt.memory_plan import check_inference_memory, planning_config
-from vggt.parallel.launch import is_helper_rank, process_count, scene_forward, serve_forward
+from vggt.models.vggt import VGGT
+from vggt.parallel.launch import is_helper_rank, process_count, process_device, scene_forward, serve_forward
 from vggt.predict.bundle_adjust import BundleAdjustmentOptions, BundleAdjustmentStats, run_bundle_adjustment
 from vggt.predict.cameras import describe_invalid_cameras
 from vggt.predict.colmap import Observations, build_reconstruction, import_pycolmap, write_reconstruction
@@ -33,7 +34,7 @@ from vggt.predict.points import PointCloud, confident_points
 from vggt.predict.render import write_previews
 from vggt.predict.staging import recover_interrupted, staged_output
 from vggt.predict.video import extract_frames, import_av
-from vggt.runtime import configure_process, resolve_device
+from vggt.runtime import configure_process
 from vggt.utils.load_fn import PATCH_SIZE, PreprocessTransform, load_and_preprocess_images_with_transforms
 
 EXPORTS = ("depth", "ply", "glb", "colmap", "preview")
@@ -241,24 +242,32 @@ def predict(options: PredictOptions) -> PredictSummary | None:
     if source.video is not None:
         import_av()
     queries = None if options.query_points is None else read_query_points(options.query_points)
-    device = resolve_device(options.device)
+    device = process_device(options.device)
     configure_process(device)
     dtype = inference_dtype(options.dtype, device)
-    if source.video is None:  # a video's frame count is known only after extraction
-        config = planning_config(options.config, options.model)
-        side, queried = options.resolution, 0 if queries is None else len(queries)
+
+    def check_memory(frames: int) -> None:
+        """Print the memory estimate (rank 0); too little memory stops the run (MemoryPlanError) unless disabled."""
+        config, side = planning_config(options.config, options.model), options.resolution
         plan = check_inference_memory(
-            config, len(source.images), side, side, device, dtype, options.frames_chunk_size, process_count(),
-            queried, enforce=options.memory_check,
+            config, frames, side, side, device, dtype, options.frames_chunk_size, process_count(),
+            0 if queries is None else len(queries), enforce=options.memory_check,
         )  # fmt: skip
         if not is_helper_rank():
             print(plan)
-    print(f"loading the model from {options.model}")
-    model = load_model(options.model, options.config)
-    if queries is not None and model.track_head is None:
-        raise ValueError("--query-points needs the track head, and this model has none")
+
+    def load() -> VGGT:
+        if not is_helper_rank():
+            print(f"loading the model from {options.model}")
+        model = load_model(options.model, options.config)
+        if queries is not None and model.track_head is None:
+            raise ValueError("--query-points needs the track head, and this model has none")
+        return model
+
+    if source.video is None:  # a video's frames are counted once extracted (below, on rank 0)
+        check_memory(len(source.images))
     if is_helper_rank():  # sequence parallelism: this rank computes its frames, rank 0 reads and writes
-        serve_forward(model, device, dtype, options.frames_chunk_size)
+        serve_forward(load(), device, dtype, options.frames_chunk_size)
         return None
     summary = PredictSummary(options.out)
 
@@ -268,6 +277,8 @@ def predict(options: PredictOptions) -> PredictSummary | None:
             paths = extract_frames(source.video, options.fps, stage / VIDEO_FRAMES)
             names = [path.name for path in paths]
             summary.add(f"{VIDEO_FRAMES}/", f"{len(paths)} frames of {source.video.name}, {options.fps:g} per second")
+            check_memory(len(paths))
+        model = load()
         images, transforms = load_and_preprocess_images_with_transforms(
             paths, options.mode, options.resolution, progress=True
         )
