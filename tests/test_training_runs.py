@@ -181,9 +181,8 @@ def test_an_unreadable_frame_met_by_one_rank_ends_the_two_process_launcher_run_i
     first_line = result.stderr.splitlines()[0]
     assert first_line.startswith("first failure (node 0, local rank 1): DatasetError: image "), result.stderr
     assert str(category_dir) in first_line and "cannot be read" in first_line
-    # rank 0 was ended by the failure posted by rank 1, not by a timeout
-    log = (tmp_path / "out" / "VGGT_8p_perf" / "train.log").read_text()
-    assert "rank 0 (node 0, local rank 0" in result.stderr + log
+    # whether rank 0 is ended by the failure rank 1 posted (peer watch) or by torchrun's agent first is a race;
+    # either ends it in seconds (the elapsed bound), and tests/test_peer_watch.py proves the peer watch alone
 
 
 def test_a_failure_on_one_node_ends_every_node_in_seconds_naming_the_node_and_rank(tmp_path):
