@@ -133,7 +133,9 @@ def launcher_command(scenes_dir: Path, *args: str) -> list[str]:
             "--batch-size", "1", "--max-steps", "5", "--scenes-dir", str(scenes_dir), *args]  # fmt: skip
 
 
-LAUNCHER_ENV = {**os.environ, "PYTHON": sys.executable}
+# one intra-op thread per process however the ranks are spread: torchrun sets it only for --nproc > 1, and
+# a different thread count changes float summation order, so one node of two and two nodes of one would differ
+LAUNCHER_ENV = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
 
 
 def start_two_nodes(command: list[str], tmp_path: Path) -> list[subprocess.Popen]:
