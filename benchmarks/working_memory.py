@@ -266,8 +266,9 @@ def compare(args: argparse.Namespace) -> dict:
         side = "upstream" if upstream else "ours"
         print(f"[{index}/{len(runs)}] {side}, {frames} frames ...", file=sys.stderr, flush=True)
         env = {**os.environ, **MALLOC_ENV}
-        if upstream:  # upstream's `vggt` must not meet ours
+        if upstream:  # upstream's `vggt` must not meet ours, and its checkout gets no __pycache__ from us
             env.pop("PYTHONPATH", None)
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
         done = subprocess.run(one_run_command(args, frames, upstream), env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"the {side} run of {frames} frames failed:\n{done.stderr[-3000:]}")
