@@ -11,21 +11,44 @@ it once per frame count so that peaks never mix.
 With --nproc N the frames are split over N gloo processes (sequence-parallel inference) and the row
 gives the largest working memory of a rank.
 
-Example: python benchmarks/working_memory.py --config vggt_1b --frames 32 --height 112 --width 112
+Upstream side by side: --upstream-dir DIR measures upstream's VGGT (the 1B default) from the checkout DIR
+instead of ours, in a process of upstream's Python with DIR first on sys.path and this repository off it
+(both trees hold a package named `vggt`). That process loads vggt/synthetic_recipe.py and
+vggt/runtime/procfs.py by file path, so both models get the same weights, one tensor at a time, and the
+same measurement. Upstream's model cannot be built under torch.device("meta") (its constructor reads a
+tensor's value), so its parameters are moved to the meta device as they are registered.
+Several --frames, or --upstream-python PY (with --upstream-dir), run each count in its own process, ours
+and (with PY) upstream's, print one JSON row per run and a last JSON line with the working MB per added
+frame of each (first to last count).
+
+Examples:
+    python benchmarks/working_memory.py --config vggt_1b --frames 32 --height 112 --width 112
+    python benchmarks/working_memory.py --frames 32 64 --upstream-dir ../vggt --upstream-python ../venv/bin/python
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported after the re-exec of ensure_malloc_env
+    import torch
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+REPO = Path(__file__).resolve().parents[1]
+UPSTREAM_CHUNK = 8  # upstream's DPT heads run 8 frames at a time, fixed in their forward
 
 
 def ensure_malloc_env() -> None:
@@ -38,7 +61,13 @@ def ensure_malloc_env() -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="vggt_1b", help="VGGTConfig preset (default: %(default)s)")
-    parser.add_argument("--frames", type=int, required=True, help="frame count S")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        nargs="+",
+        required=True,
+        help="frame count S; several counts run one process each and report the MB per added frame",
+    )
     parser.add_argument("--height", type=int, default=112, help="image height, a multiple of 14")
     parser.add_argument("--width", type=int, default=112, help="image width, a multiple of 14")
     parser.add_argument(
@@ -60,7 +89,85 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="sequence-parallel over this many gloo processes; the row reports the largest rank (default: 1)",
     )
+    parser.add_argument(
+        "--upstream-dir",
+        type=Path,
+        default=None,
+        help="an upstream VGGT checkout: alone, measure its VGGT-1B in this process (start it with upstream's "
+        "Python); with --upstream-python, measure ours and upstream's side by side",
+    )
+    parser.add_argument(
+        "--upstream-python",
+        default=None,
+        help="upstream's Python interpreter: run every count with ours and with upstream's model (--upstream-dir)",
+    )
     return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the combinations the probe supports."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if any(frames < 1 for frames in args.frames):
+        parser.error(f"--frames must be positive, got {args.frames}")
+    if args.upstream_python and args.upstream_dir is None:
+        parser.error("--upstream-python needs --upstream-dir, the checkout whose model it runs")
+    if args.upstream_dir is not None:
+        if not (args.upstream_dir / "vggt" / "models" / "vggt.py").is_file():
+            parser.error(f"--upstream-dir {args.upstream_dir} holds no vggt/models/vggt.py: give upstream's checkout")
+        if args.config != "vggt_1b" or args.nproc != 1 or args.frames_chunk_size != UPSTREAM_CHUNK:
+            parser.error(
+                "upstream's model is VGGT-1B in one process with its heads' fixed chunk of "
+                f"{UPSTREAM_CHUNK} frames: use --config vggt_1b --nproc 1 --frames-chunk-size {UPSTREAM_CHUNK}"
+            )
+    return args
+
+
+def slope_mb_per_frame(rows: Sequence[dict]) -> float:
+    """Working memory added per frame, in MB (1e6 bytes), from the fewest to the most frames of `rows`."""
+    first, last = min(rows, key=lambda row: row["frames"]), max(rows, key=lambda row: row["frames"])
+    if first["frames"] == last["frames"]:
+        raise ValueError(f"a slope needs two frame counts, got only {first['frames']}")
+    return (last["working_bytes"] - first["working_bytes"]) / 1e6 / (last["frames"] - first["frames"])
+
+
+def fill_synthetic(model: torch.nn.Module, synthetic_tensor: Callable) -> None:
+    """Give a model on the meta device its synthetic weights one tensor at a time (never more than the model)."""
+    for name, tensor in model.state_dict().items():
+        model.load_state_dict({name: synthetic_tensor(name, tensor.shape)}, strict=False, assign=True)
+    left = [name for name, param in model.named_parameters() if param.is_meta]
+    if left:
+        raise RuntimeError(f"parameters left without weights: {left[:5]}")
+    model.eval().requires_grad_(False)
+
+
+def measured_row(args: argparse.Namespace, side: str, forward: Callable[[], object], rss: Callable, **fields) -> dict:
+    """Run forward() without autograd (autocast unless float32) between two RSS readings; the row of this run.
+
+    rss: resident_memory_bytes of vggt/runtime/procfs.py (peak=True reads VmHWM); fields: the row's own columns.
+    """
+    import torch
+
+    loaded = rss()
+    if loaded is None:
+        raise RuntimeError("working_memory.py reads the RSS from /proc/self/status, which only Linux has")
+    begin = time.perf_counter()
+    dtype = getattr(torch, args.dtype)
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        forward()
+    seconds = time.perf_counter() - begin
+    peak = rss(peak=True)
+    shape = {"config": args.config, "height": args.height, "width": args.width, "dtype": args.dtype}
+    readings = {"seconds": round(seconds, 3), "rss_after_load_bytes": loaded, "peak_rss_bytes": peak}
+    return {"model": side, **shape, **fields, **readings, "working_bytes": peak - loaded}
+
+
+def synthetic_images(args: argparse.Namespace) -> torch.Tensor:
+    """The input of every run: [1, S, 3, H, W] uniform in [0, 1), seed 0."""
+    import torch
+
+    (frames,) = args.frames
+    return torch.rand(1, frames, 3, args.height, args.width, generator=torch.Generator().manual_seed(0))
 
 
 def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dict:
@@ -77,38 +184,101 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
     if args.threads:
         torch.set_num_threads(args.threads)
     model = build_on_meta_device(VGGT, VGGTConfig.preset(args.config))
-    for name, tensor in model.state_dict().items():
-        model.load_state_dict({name: synthetic_tensor(name, tensor.shape)}, strict=False, assign=True)
-    model.eval().requires_grad_(False)
-    images = torch.rand(1, args.frames, 3, args.height, args.width, generator=torch.Generator().manual_seed(0))
-    start, end = shard_frames(args.frames, world_size)[rank]
+    fill_synthetic(model, synthetic_tensor)
+    images = synthetic_images(args)
+    start, end = shard_frames(images.shape[1], world_size)[rank]
     images = images[:, start:end].clone()  # this process holds only its frames
-    loaded = resident_memory_bytes()
-    if loaded is None:
-        raise RuntimeError("working_memory.py reads the RSS from /proc/self/status, which only Linux has")
     chunk = args.frames_chunk_size or None
-    begin = time.perf_counter()
-    dtype = getattr(torch, args.dtype)
-    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-        if world_size > 1:
-            sequence_parallel_forward(model, images, frames_chunk_size=chunk)
-        else:
-            model(images, frames_chunk_size=chunk)
-    seconds = time.perf_counter() - begin
-    peak = resident_memory_bytes(peak=True)
-    return {
-        "config": args.config,
-        "frames": args.frames,
-        "height": args.height,
-        "width": args.width,
-        "dtype": args.dtype,
-        "frames_chunk_size": args.frames_chunk_size,
-        "nproc": world_size,
-        "seconds": round(seconds, 3),
-        "rss_after_load_bytes": loaded,
-        "peak_rss_bytes": peak,
-        "working_bytes": peak - loaded,
-    }
+    forward = partial(sequence_parallel_forward, model) if world_size > 1 else model
+    run = partial(forward, images, frames_chunk_size=chunk)
+    fields = {"frames": args.frames[0], "frames_chunk_size": args.frames_chunk_size, "nproc": world_size}
+    return measured_row(args, "ours", run, resident_memory_bytes, **fields)
+
+
+def load_by_path(name: str, path: Path) -> ModuleType:
+    """Execute the file at `path` as a module called `name`, outside any package on sys.path."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Modules built inside get their parameters on the meta device (buffers stay where they are made)."""
+    import torch
+    from torch import nn
+
+    register = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = register_on_meta
+    try:
+        with torch.no_grad():  # the constructor's init then writes into meta tensors: no memory, no work
+            yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+def measure_upstream(args: argparse.Namespace) -> dict:
+    """measure() for upstream's VGGT-1B from args.upstream_dir: same weights, same loading, same readings."""
+    tree = args.upstream_dir.resolve()
+    sys.path[:] = [str(tree)] + [p for p in sys.path if Path(p or ".").resolve() != REPO]
+    import torch
+
+    from vggt.models.vggt import VGGT  # upstream's
+
+    source = Path(sys.modules[VGGT.__module__].__file__).resolve()  # upstream's `vggt` is a namespace package
+    if not source.is_relative_to(tree):
+        raise RuntimeError(f"VGGT came from {source}, not from {tree}: take this repository off the path")
+    recipe = load_by_path("synthetic_recipe", REPO / "vggt" / "synthetic_recipe.py")
+    procfs = load_by_path("procfs", REPO / "vggt" / "runtime" / "procfs.py")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with parameters_on_meta():
+        model = VGGT()
+    fill_synthetic(model, recipe.synthetic_tensor)
+    images = synthetic_images(args)
+    fields = {"frames": args.frames[0], "frames_chunk_size": UPSTREAM_CHUNK, "nproc": 1}
+    return measured_row(args, f"upstream {tree}", partial(model, images), procfs.resident_memory_bytes, **fields)
+
+
+def one_run_command(args: argparse.Namespace, frames: int, upstream: bool) -> list[str]:
+    """The command that measures one count in a fresh process: ours, or upstream's under its own Python."""
+    command = [args.upstream_python if upstream else sys.executable, str(Path(__file__).resolve())]
+    command += ["--config", args.config, "--frames", str(frames), "--height", str(args.height)]
+    command += ["--width", str(args.width), "--dtype", args.dtype, "--frames-chunk-size", str(args.frames_chunk_size)]
+    command += ["--nproc", str(args.nproc)] + ([] if args.threads is None else ["--threads", str(args.threads)])
+    return command + (["--upstream-dir", str(args.upstream_dir.resolve())] if upstream else [])
+
+
+def compare(args: argparse.Namespace) -> dict:
+    """Every count with ours (and upstream's with --upstream-python), one process each; rows and slopes."""
+    runs = [(frames, False) for frames in args.frames]
+    if args.upstream_python:
+        runs += [(frames, True) for frames in args.frames]
+    rows = {"ours": [], "upstream": []}
+    for index, (frames, upstream) in enumerate(runs, 1):
+        side = "upstream" if upstream else "ours"
+        print(f"[{index}/{len(runs)}] {side}, {frames} frames ...", file=sys.stderr, flush=True)
+        env = {**os.environ, **MALLOC_ENV}
+        if upstream:  # upstream's `vggt` must not meet ours, and its checkout gets no __pycache__ from us
+            env.pop("PYTHONPATH", None)
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        done = subprocess.run(one_run_command(args, frames, upstream), env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"the {side} run of {frames} frames failed:\n{done.stderr[-3000:]}")
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        rows[side].append(row)
+        print(json.dumps(row), flush=True)
+    slopes = {side: round(slope_mb_per_frame(rows[side]), 3) for side in rows if len(rows[side]) > 1}
+    summary = {"frames": [min(args.frames), max(args.frames)], "mb_per_added_frame": slopes}
+    print(json.dumps(summary))
+    return summary
 
 
 def _rank(rank: int, args: argparse.Namespace, folder: str) -> None:
@@ -124,8 +294,12 @@ def _rank(rank: int, args: argparse.Namespace, folder: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    if args.nproc == 1:
+    args = parse_args(argv)
+    if len(args.frames) > 1 or args.upstream_python:
+        return compare(args)
+    if args.upstream_dir is not None:
+        result = measure_upstream(args)
+    elif args.nproc == 1:
         result = measure(args)
     else:  # one process per rank; the row reports the largest rank's working memory and the slowest rank's time
         import torch.multiprocessing as mp

@@ -14,7 +14,7 @@ import torch
 
 from vggt import runtime
 from vggt.runtime import device as device_module
-from vggt.runtime import npu
+from vggt.runtime import npu, procfs
 
 CPU = torch.device("cpu")
 
@@ -105,7 +105,7 @@ def test_resident_memory_agrees_with_statm_and_grows_with_a_touched_buffer():
 
 
 def test_resident_memory_is_none_without_procfs(monkeypatch, tmp_path):
-    monkeypatch.setattr(device_module, "PROC_STATUS", tmp_path / "missing")
+    monkeypatch.setattr(procfs, "PROC_STATUS", tmp_path / "missing")
     assert runtime.resident_memory_bytes() is None and runtime.resident_memory_bytes(peak=True) is None
 
 

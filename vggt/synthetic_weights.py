@@ -10,30 +10,14 @@ The numbers are not trained: the outputs are well-scaled but meaningless.
 
 from __future__ import annotations
 
-import math
-import zlib
 from collections.abc import Iterable, Mapping
 
 import torch
 
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
+from vggt.synthetic_recipe import synthetic_tensor
 from vggt.weights import build_on_meta_device, load_weights
-
-
-def synthetic_tensor(key: str, shape: Iterable[int]) -> torch.Tensor:
-    shape = tuple(int(s) for s in shape)
-    generator = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
-    x = torch.randn(shape, generator=generator, dtype=torch.float32)
-    if len(shape) == 1:
-        if key.endswith("weight"):
-            return 1.0 + 0.1 * x  # norm affine weights
-        if key.endswith("gamma"):
-            return 0.1 + 0.02 * x  # LayerScale
-        return 0.02 * x  # biases
-    if key.endswith("weight"):
-        return x / math.sqrt(math.prod(shape[1:]))  # linear, conv and in_proj weights
-    return 0.02 * x  # tokens and embeddings
 
 
 def synthetic_state_dict(shapes: Mapping[str, Iterable[int]]) -> dict[str, torch.Tensor]:

@@ -10,11 +10,9 @@ from vggt.runtime.device import (
     device_name,
     distributed_backend,
     free_memory_bytes,
-    host_available_bytes,
     memory_allocated_bytes,
     peak_memory_bytes,
     reset_peak_memory,
-    resident_memory_bytes,
     resolve_device,
     seed_everything,
     set_current_device,
@@ -29,6 +27,7 @@ from vggt.runtime.precision import (
     parse_dtype,
     preferred_amp_dtype,
 )
+from vggt.runtime.procfs import host_available_bytes, resident_memory_bytes
 
 __all__ = [
     "accelerator_count",

@@ -18,11 +18,10 @@ import numpy as np
 import torch
 
 from vggt.runtime import npu
+from vggt.runtime.procfs import host_available_bytes
 
 DEVICE_ENV = "VGGT_DEVICE"
 DIST_BACKENDS = {"npu": "hccl", "cuda": "nccl", "cpu": "gloo"}
-PROC_STATUS = Path("/proc/self/status")
-PROC_MEMINFO = Path("/proc/meminfo")
 
 
 def accelerator_module(device: torch.device) -> ModuleType | None:
@@ -133,23 +132,6 @@ def peak_memory_bytes(device: torch.device) -> int | None:
     return None if module is None else int(module.max_memory_allocated(device))
 
 
-def _proc_kilobytes(path: Path, field: str) -> int | None:
-    """The `field` line of a Linux /proc file (kB) in bytes; None without procfs."""
-    if not path.is_file():
-        return None
-    for line in path.read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) * 1024
-    return None
-
-
-def resident_memory_bytes(peak: bool = False) -> int | None:
-    """This process's resident set size in bytes, from Linux /proc/self/status: now (VmRSS) or, with `peak`,
-    its high-water mark (VmHWM). The CPU's counterpart of the allocator statistics; None without procfs.
-    """
-    return _proc_kilobytes(PROC_STATUS, "VmHWM:" if peak else "VmRSS:")
-
-
 def free_memory_bytes(device: torch.device) -> int | None:
     """Bytes a new allocation on `device` can still get: the accelerator's free memory, the host's MemAvailable
     for the CPU; None where neither is known."""
@@ -157,11 +139,6 @@ def free_memory_bytes(device: torch.device) -> int | None:
     if module is not None:
         return int(module.mem_get_info(device)[0])
     return host_available_bytes()
-
-
-def host_available_bytes() -> int | None:
-    """The kernel's estimate of memory available to new processes (MemAvailable); None off Linux."""
-    return _proc_kilobytes(PROC_MEMINFO, "MemAvailable:")
 
 
 # seeding and process settings ----------------------------------------------------------------------
