@@ -290,6 +290,7 @@ def _rank(rank: int, args: argparse.Namespace, folder: str) -> None:
     init_group(torch.device("cpu"), rank, args.nproc, f"file://{folder}/rendezvous")  # gloo, via the runtime
     row = measure(args, rank, args.nproc)
     (Path(folder) / f"rank{rank}.json").write_text(json.dumps(row))
+    dist.barrier()  # no rank closes its gloo connections while a peer may still be receiving from it
     dist.destroy_process_group()
 
 

@@ -58,3 +58,23 @@ def test_a_peer_without_heartbeat_ends_the_job_after_the_peer_timeout():
     _, err = process.communicate(timeout=60)
     assert process.returncode == 1 and time.monotonic() - start < 30
     assert "stops because rank 1 sent no heartbeat for 2 s" in err
+
+
+def test_an_error_that_follows_a_peers_posted_failure_names_the_peers_failure():
+    """Rank 0's collective fails because rank 1 died first: rank 0 reports rank 1's posted failure as the cause."""
+    port = free_port()
+    store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
+    dist.PrefixStore("vggt/peer_watch/", store).compare_set("failed", "", "rank 1 (node 1) failed: OSError: disk")
+    reporting_rank = textwrap.dedent(
+        """
+        from training.utils.peer_watch import PeerWatch
+        PeerWatch(rank=0, world_size=2, peer_timeout_s=600).report(RuntimeError("Connection closed by peer"))
+        print("reported as the first failure", flush=True)
+        """
+    )
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GROUP_RANK": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", reporting_rank], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "reported as the first failure" not in done.stdout
+    assert "stops because rank 1 (node 1) failed: OSError: disk" in done.stderr

@@ -53,13 +53,16 @@ class PeerWatch:
         self._thread.start()
 
     def report(self, error: BaseException) -> None:
-        """Post this rank's failure (the first one posted wins); never raises."""
+        """Post this rank's failure (the first one posted wins); never raises. When a peer's failure was posted
+        first, this rank ends as the watch would, naming that failure as the cause."""
         message = f"{self.label} failed: {type(error).__name__}: {error}"
         try:
             with self._lock:
-                self.store.compare_set(_FAILED, "", message)
+                posted = self.store.compare_set(_FAILED, "", message).decode()
         except Exception:  # the store may be gone already; this rank's own exit still ends the job
-            pass
+            return
+        if posted != message:  # a peer failed first and this error follows from it (e.g. its closed connection)
+            self._abort(posted)
 
     def stop(self) -> None:
         """This rank ends normally: peers stop expecting its heartbeat."""
