@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -153,7 +153,9 @@ def measured_row(args: argparse.Namespace, side: str, forward: Callable[[], obje
         raise RuntimeError("working_memory.py reads the RSS from /proc/self/status, which only Linux has")
     begin = time.perf_counter()
     dtype = getattr(torch, args.dtype)
-    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+    # no autocast object at all for float32: torch < 2.3 refuses a float32 CPU autocast dtype even when disabled
+    precision = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else nullcontext()
+    with torch.no_grad(), precision:
         forward()
     seconds = time.perf_counter() - begin
     peak = rss(peak=True)

@@ -14,6 +14,7 @@ import torch.distributed as dist
 
 from tests.helpers import free_port
 from tests.training_helpers import ROOT
+from training.utils.peer_watch import post_failure, watch_store
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,7 @@ def test_a_posted_failure_ends_the_other_ranks_within_seconds_with_the_reason():
     store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
     process = watched_rank(port, peer_timeout_s=600)
     start = time.monotonic()
-    dist.PrefixStore("vggt/peer_watch/", store).compare_set("failed", "", "rank 1 (node 1) failed: OSError: disk")
+    post_failure(watch_store(store), "rank 1 (node 1) failed: OSError: disk")
     _, err = process.communicate(timeout=30)
     assert process.returncode == 1 and time.monotonic() - start < 5
     assert "rank 0 (node 0, local rank 0" in err and "stops because rank 1 (node 1) failed: OSError: disk" in err
@@ -64,7 +65,7 @@ def test_an_error_that_follows_a_peers_posted_failure_names_the_peers_failure():
     """Rank 0's collective fails because rank 1 died first: rank 0 reports rank 1's posted failure as the cause."""
     port = free_port()
     store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
-    dist.PrefixStore("vggt/peer_watch/", store).compare_set("failed", "", "rank 1 (node 1) failed: OSError: disk")
+    post_failure(watch_store(store), "rank 1 (node 1) failed: OSError: disk")
     reporting_rank = textwrap.dedent(
         """
         from training.utils.peer_watch import PeerWatch

@@ -23,7 +23,20 @@ POLL_SECONDS = 1.0
 HEARTBEAT_CHECK_POLLS = 10  # peers' heartbeats are read every 10 polls: O(world size) store reads per 10 s
 _PREFIX = "vggt/peer_watch/"
 _FAILED = "failed"
+_FAILURES = "failures"  # counted with add(): PrefixStore has no check() before torch 2.2, add() exists everywhere
 _STORE_TIMEOUT = datetime.timedelta(seconds=30)
+
+
+def watch_store(client: dist.Store) -> dist.PrefixStore:
+    """The peer watch's keys on the job's rendezvous store `client`."""
+    return dist.PrefixStore(_PREFIX, client)
+
+
+def post_failure(store: dist.Store, message: str) -> str:
+    """Post `message` on the watch store as the job's failure unless one came first; returns the one that stands."""
+    posted = store.compare_set(_FAILED, "", message).decode()
+    store.add(_FAILURES, 1)
+    return posted
 
 
 def rank_label(rank: int) -> str:
@@ -40,7 +53,7 @@ class PeerWatch:
         host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
         self.address = f"{host}:{port}"
         client = dist.TCPStore(host, port, is_master=False, timeout=_STORE_TIMEOUT)
-        self.store = dist.PrefixStore(_PREFIX, client)
+        self.store = watch_store(client)
         self.rank = rank
         self.world_size = world_size
         self.peer_timeout_s = peer_timeout_s
@@ -58,7 +71,7 @@ class PeerWatch:
         message = f"{self.label} failed: {type(error).__name__}: {error}"
         try:
             with self._lock:
-                posted = self.store.compare_set(_FAILED, "", message).decode()
+                posted = post_failure(self.store, message)
         except Exception:  # the store may be gone already; this rank's own exit still ends the job
             return
         if posted != message:  # a peer failed first and this error follows from it (e.g. its closed connection)
@@ -69,7 +82,7 @@ class PeerWatch:
         self._stopping.set()
         try:
             with self._lock:
-                self.store.set(f"done/{self.rank}", "1")
+                self.store.add(f"done/{self.rank}", 1)
         except Exception:
             pass
         self._thread.join(timeout=2 * POLL_SECONDS)
@@ -83,7 +96,7 @@ class PeerWatch:
             try:
                 with self._lock:
                     self.store.add(f"beat/{self.rank}", 1)
-                    failure = self.store.get(_FAILED).decode() if self.store.check([_FAILED]) else None
+                    failure = self.store.get(_FAILED).decode() if self.store.add(_FAILURES, 0) else None
                     if failure is None and polls % HEARTBEAT_CHECK_POLLS == 0:
                         silent = self._silent_peers(last_seen)
             except Exception as err:
@@ -105,7 +118,7 @@ class PeerWatch:
             count = self.store.add(f"beat/{peer}", 0)
             if count != last_seen[peer][0]:
                 last_seen[peer] = (count, now)
-            elif now - last_seen[peer][1] > self.peer_timeout_s and not self.store.check([f"done/{peer}"]):
+            elif now - last_seen[peer][1] > self.peer_timeout_s and not self.store.add(f"done/{peer}", 0):
                 silent.append(peer)
         return silent
 
