@@ -5,13 +5,15 @@ of 64, 32 x 1374 tokens). "beyond_limit" has S just above npu_fusion_attention's
 1048576 tokens (2 heads of 64, so that it fits in memory and time): on an NPU it runs only when
 vggt/runtime/npu.py has the VGGT_NPU_ATTENTION_MAX_SEQ knob of its exact split (skipped otherwise, with
 the reason), on a GPU it is SDPA at that length. On the CPU, "global" shrinks to 2048 tokens (the kernel
-is the reference itself there: a check of this harness) and "beyond_limit" is skipped.
+is torch's CPU SDPA there: mostly a check of this harness) and "beyond_limit" is skipped.
 
-The reference cannot hold S x S scores at a million tokens, so it is computed for a set of query rows
-only, 16 rows at a time against all keys, in float32 from the same inputs. Each checked row has a
-"needle": one key, some rows' before the limit and some beyond it, set to a multiple of the row's query
-so that its logit dominates; a kernel that dropped or mis-weighted keys past a split boundary moves
-those rows' outputs far from the reference, where uniform random keys would average out.
+The reference is the definition vggt.runtime.reference.attention computes, softmax(q k^T / sqrt(D)) v,
+written out as float32 matmuls (TF32 / HF32 off): the reference's own body, F.scaled_dot_product_attention,
+could pick on a GPU the very fused kernel under test. It cannot hold S x S scores at a million tokens, so it
+is computed for a set of query rows only, 16 rows at a time against all keys, from the same inputs. Each
+checked row has a "needle": one key, some rows' before the limit and some beyond it, set to a multiple of
+the row's query so that its logit dominates; a kernel that dropped or mis-weighted keys past a split
+boundary moves those rows' outputs far from the reference, where uniform random keys would average out.
 
 Example: python benchmarks/device_check_attention.py --result attention.json
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -29,7 +32,7 @@ from typing import Any
 
 import torch
 
-from vggt.runtime import configure_process, default_device, device_name, kernels, npu, reference, synchronize
+from vggt.runtime import configure_process, default_device, device_name, kernels, npu, synchronize
 
 KNOB = "VGGT_NPU_ATTENTION_MAX_SEQ"
 FUSED_MAX_SEQ = 1048576  # npu_fusion_attention's documented S limit (shared/spec/npu.md section 2.1)
@@ -58,7 +61,7 @@ def cases(device: torch.device) -> list[Case | tuple[str, str]]:
     """The cases for `device`: Case to run, or (name, why it is skipped)."""
     if device.type == "cpu":
         beyond = ("beyond_limit", "no accelerator: a million-token attention would take hours on the CPU")
-        return [Case("global", 1, 2, 2048, 64, "float32", 1e-4), beyond]
+        return [Case("global", 1, 2, 2048, 64, "float32", 1e-4), beyond]  # SDPA's CPU kernel against the matmuls
     vggt_global = [
         Case("global", 1, 16, 32 * 1374, 64, dtype, tol) for dtype, tol in (("bfloat16", 2e-2), ("float32", 2e-3))
     ]
@@ -99,6 +102,12 @@ def needle_inputs(
     return q, k, v
 
 
+def reference_rows(q_rows: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v in float32 matmuls: q_rows [B, H, R, D], k and v [B, H, S, D] -> [B, H, R, D]."""
+    scores = q_rows.float() @ k.float().transpose(-2, -1) / math.sqrt(q_rows.shape[-1])
+    return scores.softmax(dim=-1) @ v.float()
+
+
 def run_case(case: Case, device: torch.device) -> dict[str, Any]:
     """The kernel's output on `device` against the chunked float32 reference on the checked rows."""
     generator = torch.Generator().manual_seed(SEED)
@@ -114,7 +123,7 @@ def run_case(case: Case, device: torch.device) -> dict[str, Any]:
     worst, scale = 0.0, 1.0
     for first in range(0, len(rows), ROW_CHUNK):
         index = torch.tensor(rows[first : first + ROW_CHUNK], device=device)
-        expected = reference.attention(q.index_select(2, index).float(), k32, v32)
+        expected = reference_rows(q.index_select(2, index), k32, v32)
         worst = max(worst, (out.index_select(2, index).float() - expected).abs().max().item())
         scale = max(scale, expected.abs().max().item())
     return {

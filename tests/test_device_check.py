@@ -80,6 +80,13 @@ def test_a_rerun_runs_what_was_not_recorded_and_keeps_the_rest(tmp_path: Path) -
         assert entry["status"] == "left" and entry["reason"].endswith(f"rerun with --only {name}"), entry
 
 
+def test_the_written_out_reference_equals_the_runtimes_reference(attention_check: ModuleType) -> None:
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 96, 16, generator=g) for _ in range(3))
+    expected = reference.attention(q, k, v)[:, :, 10:20]
+    torch.testing.assert_close(attention_check.reference_rows(q[:, :, 10:20], k, v), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_needles_catch_a_kernel_that_ignores_the_keys_beyond_the_boundary(
     attention_check: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
