@@ -567,7 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder (default: runs/device_check)")
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=None, help="run these sections (again)")
+    parser.add_argument(
+        "--only", nargs="+", choices=SECTIONS, default=None, metavar="SECTION", help="run these sections (again)"
+    )
     parser.add_argument("--fresh", action="store_true", help="forget the sections recorded in --out")
     parser.add_argument(
         "--timeout",

@@ -147,7 +147,8 @@ def test_inference_rows_stand_beside_upstreams_h100_table(driver: ModuleType) ->
 
 @pytest.mark.slow
 def test_a_cpu_run_covers_every_section_at_reduced_size(tmp_path: Path) -> None:
-    sections = device_check(tmp_path)["sections"]
+    limits = [f"--timeout={name}=600" for name in ("accelerator_tests", "attention", "infer", "train")]
+    sections = device_check(tmp_path, *limits, "--budget", "3000")["sections"]  # a loaded CPU: coverage, not time
     assert sections["accelerator_tests"]["status"] == "skipped"
     assert "no NPU or GPU" in sections["accelerator_tests"]["reason"]
     assert sections["attention"]["status"] == "ok"
