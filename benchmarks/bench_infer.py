@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 from common import (
+    UPSTREAM_H100,
     MemoryProbe,
     add_device_and_timing,
     add_threads_and_json,
@@ -61,9 +62,6 @@ PRESETS = ("vggt_1b", "small_reference", "tiny")
 PARTS = {"aggregator": ("aggregator",), "model": ("model",), "both": ("aggregator", "model")}
 SEED = 0
 HERE = Path(__file__).resolve().parent
-# upstream README at 97bbde5 (section 3.7 of the spec): aggregator only, one H100, Flash Attention 3
-UPSTREAM_H100 = {1: (0.04, 1.88), 2: (0.05, 2.07), 4: (0.07, 2.45), 8: (0.11, 3.23), 10: (0.14, 3.63)}
-UPSTREAM_H100.update({20: (0.31, 5.58), 50: (1.04, 11.41), 100: (3.12, 21.15), 200: (8.75, 40.63)})
 SWEEP_FIELDS = (
     "config",
     "frames",

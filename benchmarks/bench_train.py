@@ -33,6 +33,7 @@ from unittest import mock
 
 import torch
 from common import (
+    PUBLISHED_PEAKS,
     MemoryProbe,
     aligned_table,
     environment,
@@ -73,14 +74,6 @@ SYNTHETIC_DATA_OVERRIDES = (
     "data.train.co3d_dir=null",
     "data.train.annotation_dir=null",
 )
-PUBLISHED_PEAKS = (  # (accelerator, dtype, dense TFLOP/s): vendor datasheet numbers, no sparsity
-    ("NVIDIA A100 (SXM, PCIe)", "bf16 / fp16", "312"),
-    ("NVIDIA A100 (SXM, PCIe)", "tf32", "156"),
-    ("NVIDIA H100 SXM", "bf16 / fp16", "989"),
-    ("NVIDIA H100 SXM", "tf32", "495"),
-    ("NVIDIA H100 PCIe", "bf16 / fp16", "756"),
-    ("Huawei Ascend 910B", "bf16 / fp16", "313"),
-)
 
 
 @dataclass
@@ -97,6 +90,7 @@ class Row:
     trainable_params: int
     total_params: int
     amp_dtype: str
+    optimizer: str  # the class the runtime chose for the device, and how it steps (fused, foreach)
     warmup: int
     steps: int
     batch_shapes: dict[str, int]  # "BxSxHxW" of the per-device images -> timed steps with that shape
@@ -217,6 +211,13 @@ def skip_flag_read_cost(trainer: Trainer, batches: Sequence[dict[str, Any]]) -> 
     return (min(timings["read"]) - min(timings["no read"])) / len(batches)
 
 
+def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
+    """The optimizer's class with its fused / foreach switch, e.g. "torch.optim.adamw.AdamW (fused)"."""
+    kind = type(optimizer)
+    modes = [mode for mode in ("fused", "foreach") if optimizer.defaults.get(mode)]
+    return f"{kind.__module__}.{kind.__qualname__}" + (f" ({', '.join(modes)})" if modes else "")
+
+
 # measuring --------------------------------------------------------------------------------------
 def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     """The trainer of `cfg`, its log lines sent to stderr so that stdout carries only the results."""
@@ -288,6 +289,7 @@ def measure(trainer: Trainer, args: argparse.Namespace) -> Row:
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         total_params=sum(p.numel() for p in params),
         amp_dtype=str(trainer.amp_dtype).removeprefix("torch."),
+        optimizer=describe_optimizer(trainer.optimizer),
         warmup=args.warmup,
         steps=args.steps,
         batch_shapes=dict(Counter("x".join(map(str, b["images"].shape[:2] + b["images"].shape[3:])) for b in timed)),
@@ -320,6 +322,7 @@ def format_table(row: Row) -> str:
         ("model", f"{row.model} (frozen: {', '.join(row.frozen) or 'nothing'})"),
         ("parameters trainable / total", f"{row.trainable_params:,} / {row.total_params:,}"),
         ("amp dtype", row.amp_dtype),
+        ("optimizer", row.optimizer),
         ("device x world size", f"{row.device} x {row.world_size}"),
         ("batch shapes per device BxSxHxW: timed steps", shapes),
         ("sequences / images per step per device", f"{row.sequences_per_step:g} / {row.images_per_step:g}"),
@@ -345,7 +348,8 @@ def format_table(row: Row) -> str:
 
 def peaks_table() -> str:
     """PUBLISHED_PEAKS as an indented table for the help text."""
-    table = aligned_table(("accelerator", "dtype", "dense peak TFLOP/s"), PUBLISHED_PEAKS)
+    rows = [(accelerator, dtype, f"{tflops:g}") for accelerator, dtype, tflops, _ in PUBLISHED_PEAKS]
+    table = aligned_table(("accelerator", "dtype", "dense peak TFLOP/s"), rows)
     return "\n".join(f"  {line}" for line in table.splitlines())
 
 

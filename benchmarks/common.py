@@ -35,6 +35,21 @@ from vggt.runtime.precision import DTYPES
 
 GIB = 1024**3
 CLEAR_REFS = Path("/proc/self/clear_refs")
+# upstream README at 97bbde5 (section 3.7 of the spec): aggregator only, one H100, Flash Attention 3;
+# frames -> (seconds, memory GB)
+UPSTREAM_H100 = {1: (0.04, 1.88), 2: (0.05, 2.07), 4: (0.07, 2.45), 8: (0.11, 3.23), 10: (0.14, 3.63)}
+UPSTREAM_H100.update({20: (0.31, 5.58), 50: (1.04, 11.41), 100: (3.12, 21.15), 200: (8.75, 40.63)})
+# (accelerator, dtype, dense TFLOP/s, what torch's name of the device contains): vendor datasheet numbers, no
+# sparsity; a more specific name comes before a shorter one that it contains
+PUBLISHED_PEAKS = (
+    ("NVIDIA A100 (SXM, PCIe)", "bf16 / fp16", 312.0, "A100"),
+    ("NVIDIA A100 (SXM, PCIe)", "tf32", 156.0, "A100"),
+    ("NVIDIA H100 PCIe", "bf16 / fp16", 756.0, "H100 PCIe"),
+    ("NVIDIA H100 SXM", "bf16 / fp16", 989.0, "H100"),
+    ("NVIDIA H100 SXM", "tf32", 495.0, "H100"),
+    ("NVIDIA H200 (the H100 SXM's tensor cores)", "bf16 / fp16", 989.0, "H200"),
+    ("Huawei Ascend 910B (Atlas 800T A2)", "bf16 / fp16", 313.0, "910B"),
+)
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -155,6 +170,15 @@ def forced_backend(backend: str) -> Iterator[None]:
             del os.environ[kernels.KERNELS_ENV]
         else:
             os.environ[kernels.KERNELS_ENV] = previous
+
+
+def published_peak(device_name: str, dtype: str = "bf16") -> tuple[float, str] | None:
+    """The dense peak TFLOP/s of PUBLISHED_PEAKS for a device name and a dtype ("bf16", "tf32") and the row's
+    accelerator; None when no row's name fragment is in `device_name` (a CPU, an unlisted card)."""
+    for accelerator, dtypes, tflops, fragment in PUBLISHED_PEAKS:
+        if fragment in device_name and dtype in dtypes.split(" / "):
+            return tflops, accelerator
+    return None
 
 
 # memory ----------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ def test_synthetic_row(bench: ModuleType, tmp_path: Path, capsys: pytest.Capture
         "float32",
     )
     assert row.frozen == [] and row.trainable_params == row.total_params > 0
+    assert row.optimizer == "torch.optim.adamw.AdamW"  # the CPU's: neither fused nor foreach asked for
     assert (row.warmup, row.steps) == (0, 1)
     assert row.batch_shapes == {"2x2x84x112": 1}  # B x S x H x W: 2 sequences of 2 frames, aspect 0.75 at 112 px
     assert (row.sequences_per_step, row.images_per_step) == (2, 4)
