@@ -32,6 +32,50 @@ def assert_within_reference_tolerance(name: str, ours: torch.Tensor | np.ndarray
     assert diff <= bound, f"{name}: max |diff| {diff:.3g} exceeds {bound:.3g}"
 
 
+def assert_close_to_reference(
+    actual: torch.Tensor | np.ndarray,
+    expected: torch.Tensor | np.ndarray,
+    *,
+    ulps: float,
+    what: str,
+    scale: float | None = None,
+) -> None:
+    """Elementwise |actual - expected| <= ulps * (spacing(|expected|) + eps * scale), in float32 steps.
+
+    Why steps and not a fixed number: one float32 step is 3e-5 at a focal length of 300 and 2.4e-4 at 3000,
+    and vectorised math (tan, exp, reductions) rounds a step or two differently on AVX2, AVX-512 and AMX
+    CPUs, so an absolute bound below the step passes where the fixture was made and fails elsewhere.
+    `ulps` is how many steps the computation may drift: a few (2-16) for a couple of ops, more for a forward.
+    The floor `eps * scale` covers values near zero, whose error comes from the magnitude of the inputs they
+    were computed from, not their own: `scale` is that magnitude (default: max |expected|).
+    Arrays are float32 (the dtype every reference and computation here uses); NaN and inf must match exactly.
+
+    Args:
+        actual: the value computed here, any shape.
+        expected: the reference, same shape.
+        ulps: allowed drift in float32 steps of each expected value.
+        what: the quantity's name, for the failure message.
+        scale: magnitude of the quantity's inputs for the near-zero floor (default max |expected|).
+    """
+    actual = actual.detach().cpu().numpy() if isinstance(actual, torch.Tensor) else np.asarray(actual)
+    expected = expected.detach().cpu().numpy() if isinstance(expected, torch.Tensor) else np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != reference {expected.shape}"
+    finite = np.isfinite(expected)
+    assert np.array_equal(actual[~finite], expected[~finite], equal_nan=True), f"{what}: NaN or inf differ"
+    if not finite.any():
+        return
+    actual, expected = np.where(finite, actual, 0).astype(np.float64), np.where(finite, expected, 0).astype(np.float64)
+    magnitude = np.abs(expected)
+    floor = np.finfo(np.float32).eps * (float(magnitude.max()) if scale is None else scale)
+    steps = np.abs(actual - expected) / (np.spacing(magnitude.astype(np.float32)).astype(np.float64) + floor)
+    worst = np.unravel_index(int(np.argmax(steps)), steps.shape)
+    where = ", ".join(str(int(i)) for i in worst)
+    assert steps[worst] <= ulps, (
+        f"{what}[{where}]: {actual[worst]:.9g} vs reference {expected[worst]:.9g}, off by "
+        f"{abs(actual[worst] - expected[worst]):.3g} = {steps[worst]:.1f} float32 steps (allowed {ulps})"
+    )
+
+
 def assert_tracks_within_reference_tolerance(out: dict, ref: np.lib.npyio.NpzFile) -> None:
     """Tracks: 1 px max and 0.2 px mean; visibility and confidence: 0.05."""
     track_diff = np.abs(out["track"].numpy() - ref["track"])

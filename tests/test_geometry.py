@@ -86,12 +86,14 @@ def test_torch_inputs_and_channelless_depth_give_the_same_points():
         torch.from_numpy(depth[..., 0]), torch.from_numpy(extrinsics), torch.from_numpy(intrinsics)
     )
     assert isinstance(from_torch, np.ndarray) and from_torch.dtype == np.float32
+    # exact: torch inputs become the same float32 arrays before any arithmetic, so the same ops run on them
     np.testing.assert_array_equal(from_torch, from_numpy)
 
 
 def test_homogeneous_4x4_extrinsics_are_accepted():
     depth, extrinsics, intrinsics = _cameras(seed=2)
     homogeneous = np.concatenate((extrinsics, np.tile(np.array([[[0, 0, 0, 1]]], np.float32), (FRAMES, 1, 1))), axis=1)
+    # exact: the bottom row is dropped before any arithmetic, so both run the same ops on the same numbers
     np.testing.assert_array_equal(
         unproject_depth_map_to_point_map(depth, homogeneous, intrinsics),
         unproject_depth_map_to_point_map(depth, extrinsics, intrinsics),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import assert_close_to_reference
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
 from vggt.parallel.sequence import sequence_parallel_forward
@@ -73,7 +74,8 @@ def test_training_mode_does_not_return_images(tiny_model, images):
 def test_first_frame_track_is_the_query(tiny_model, images, query_points):
     with torch.no_grad():
         out = tiny_model(images, query_points=query_points)
-    torch.testing.assert_close(out["track"][0, 0], query_points, rtol=0, atol=1e-5)
+    # frame 0 is (query / stride) * stride: a step of rounding at most, relative to each coordinate (up to 150 px)
+    assert_close_to_reference(out["track"][0, 0], query_points, ulps=2, scale=0.0, what="frame-0 track")
 
 
 def test_sequences_in_a_batch_do_not_interact(tiny_model, images, query_points):
