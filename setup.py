@@ -20,7 +20,17 @@ setup(
     install_requires=requirements,
     extras_require={
         # with the optional packages, so that CI runs the compare, export, video and viewer tests
-        "test": ["pytest>=7", "hypothesis", "ruff>=0.4", "matplotlib", "pycolmap>=3.12", "trimesh", "scipy", "av", "viser"],
+        "test": [
+            "pytest>=7",
+            "hypothesis",
+            "ruff>=0.4",
+            "matplotlib",
+            "pycolmap>=3.12",
+            "trimesh",
+            "scipy",
+            "av",
+            "viser",
+        ],
         "compare": ["matplotlib"],  # test/compare_runs.py's loss-curve plot
         "export": ["pycolmap>=3.12", "trimesh", "scipy"],  # predict --export glb,colmap and --ba (scipy: coloured GLB)
         "video": ["av"],  # vggt predict --images VIDEO
