@@ -13,7 +13,8 @@ import pytest
 from tests.predict.conftest import predict_args, run_cli
 from tests.predict.hostile import below, snapshot, stub_run, work_folder, write_manifest_text
 from tests.predict.test_predict_inputs import copy_images
-from vggt.predict.ownership import MANIFEST_NAME
+from vggt.predict.ownership import MANIFEST_NAME, check_output
+from vggt.predict.staging import recover_interrupted
 
 
 @pytest.fixture
@@ -138,3 +139,26 @@ def test_cli_overwrite_with_a_null_manifest_record_keeps_a_folder_holding_a_link
     assert result.status == 2 and f"{scene / MANIFEST_NAME}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert snapshot(tmp) == before
+
+
+# what does not check out is left alone, named ------------------------------------------------------
+def test_a_journal_of_the_earlier_format_is_left_alone_saying_how_to_finish_by_hand(victims: Path) -> None:
+    work = work_folder(victims, {"retire": ["predictions.npz"], "install": ["predictions.npz"]})
+    (work / "old" / "predictions.npz").write_bytes(b"the earlier run's")
+    (victims / "predictions.npz").write_bytes(b"the interrupted run's")
+    before = snapshot(victims.parent)
+    (message,) = quietly(recover_interrupted, victims)
+    assert snapshot(victims.parent) == before
+    assert f"{work / 'journal.json'} is of an earlier version" in message
+    assert f"move the entries of {work / 'old'}" in message and f"then delete {work}" in message
+
+
+@pytest.mark.parametrize("record", [3, "x", [1, 2], None])
+def test_a_manifest_record_of_the_wrong_type_is_a_one_line_error_naming_the_file(victims: Path, record) -> None:
+    (victims / "predictions.npz").write_bytes(b"earlier")
+    write_manifest_text(victims, {"predictions.npz": record})
+    with pytest.raises(ValueError) as caught:
+        check_output(victims, {"predictions.npz": "always written"}, True)
+    message = str(caught.value)
+    assert message.startswith(f"{victims / MANIFEST_NAME} is not a manifest written by vggt predict")
+    assert "'predictions.npz'" in message and "\n" not in message
