@@ -29,7 +29,7 @@ from vggt.predict.staging import WORK_PREFIX, recover_interrupted
 MANIFEST_LINE = "vggt-predict-manifest/1"  # the formats as the module docstrings specify them
 JOURNAL_LINE = "vggt-predict-journal/2"
 PROPERTY_SETTINGS = settings(
-    max_examples=120, deadline=2000, suppress_health_check=[HealthCheck.too_slow], database=None
+    max_examples=400, deadline=2000, suppress_health_check=[HealthCheck.too_slow], database=None
 )
 
 NAMES = ["a", "photos", "predictions.npz", "depth", "s"]  # user names and names predict writes
@@ -286,7 +286,7 @@ def killed_at(out: Path, k: int, entries: dict) -> int:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the kill is a forked child")
-@settings(max_examples=40, deadline=4000, suppress_health_check=[HealthCheck.too_slow], database=None)
+@settings(max_examples=100, deadline=4000, suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(user=user_entries, earlier=run_entries, later=run_entries, k=st.integers(1, 10), out_is_link=st.booleans())
 def test_a_run_killed_at_any_rename_is_rolled_back_to_exactly_what_out_held(
     user: dict, earlier: dict, later: dict, k: int, out_is_link: bool, tmp_path_factory
