@@ -21,7 +21,17 @@ setup(
     extras_require={
         # with the optional packages, so that CI runs the compare, export, video and viewer tests; the tools are pinned
         # (ruff exactly: its selected rule families grow with releases) so a new release cannot turn a fresh run red
-        "test": ["pytest>=7,<10", "ruff==0.17.6", "matplotlib", "pycolmap>=3.12", "trimesh", "scipy", "av", "viser"],
+        "test": [
+            "pytest>=7,<10",
+            "hypothesis>=6.100,<7",
+            "ruff==0.17.6",
+            "matplotlib",
+            "pycolmap>=3.12",
+            "trimesh",
+            "scipy",
+            "av",
+            "viser",
+        ],
         "compare": ["matplotlib"],  # test/compare_runs.py's loss-curve plot
         "export": ["pycolmap>=3.12", "trimesh", "scipy"],  # predict --export glb,colmap and --ba (scipy: coloured GLB)
         "video": ["av"],  # vggt predict --images VIDEO

@@ -30,7 +30,8 @@ Usage: test/train_8p_vggt_${case}.sh [options]
 
 The published Ascend VGGT ${case} run: \`torchrun -m training.launch --config-name ${case}\`, one process
 per card, Co3D category tv, 2 images per sequence, 15 sequences per card, bf16, frozen aggregator.
-Output, deleted and recreated on every run, in OUTPUT_ROOT/VGGT_8p_${case}/ (node 0) or
+Output, deleted and recreated on every run (only a folder the launcher created: it holds .vggt_launcher_output;
+any other folder of that name, or a link, stops the run), in OUTPUT_ROOT/VGGT_8p_${case}/ (node 0) or
 OUTPUT_ROOT/VGGT_8p_${case}_node<R>/ (node R > 0 of a multi-node run: no node deletes another's output):
   train.log             torchrun's stdout and stderr on this node
   torchrun/             torchrun's per-rank error files (a failed run prints the first failure from them)
@@ -137,6 +138,24 @@ vggt_rendezvous_args() {
 # vggt_case_dir OUTPUT_ROOT NAME NODE_RANK: this node's output folder (node 0: the published name).
 vggt_case_dir() {
     if (($3 == 0)); then echo "$1/$2"; else echo "$1/$2_node$3"; fi
+}
+
+# vggt_renew_case_dir OUT: delete OUT when this launcher created it (it holds the marker file the launcher writes
+# there), then create it afresh with the marker; a folder of that name the launcher did not create, or a link, is
+# left alone and stops the run. rm -rf never follows a link inside OUT: a link is removed, not what it points to.
+vggt_renew_case_dir() {
+    local out="$1" marker="$1/.vggt_launcher_output"
+    if [[ -L "${out}" ]]; then
+        vggt_fail 2 "${out} is a symbolic link; the launcher deletes and recreates its output folder and only \
+deletes a folder it created itself, so the link is left alone: remove it or pass another --output-root"
+    elif [[ -e "${out}" ]]; then
+        [[ -d "${out}" && -f "${marker}" && ! -L "${marker}" ]] || vggt_fail 2 "${out} exists but this launcher \
+did not create it (it holds no .vggt_launcher_output), so it is left alone: move it away (an output of a launcher \
+before this check too) or pass another --output-root"
+        rm -rf -- "${out}"
+    fi
+    mkdir -p "${out}"
+    echo "created by $(basename "$0"), which deletes and recreates this folder on every run" >"${marker}"
 }
 
 # vggt_upstream_layout: true when test/ sits in the training/ folder of upstream VGGT patched with VGGT_npu.patch.
@@ -334,8 +353,7 @@ print(device.type, accelerator_count(device.type), device_name(device))
 
     local rendezvous=()
     mapfile -t rendezvous < <(vggt_rendezvous_args "${nnodes}" "${node_rank}" "${master_addr}" "${master_port}")
-    rm -rf "${out}"
-    mkdir -p "${out}"
+    vggt_renew_case_dir "${out}"
     local where=""
     ((nnodes == 1)) || where=" on node ${node_rank} of ${nnodes} (rendezvous ${master_addr}:${master_port})"
     echo "${name}: ${nproc} x ${device_type} (${device_name})${where}, --data ${data}; log ${out}/train.log"

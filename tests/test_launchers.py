@@ -288,6 +288,7 @@ def launcher_runs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("launchers")
     (root / "VGGT_8p_perf").mkdir()
     (root / "VGGT_8p_perf" / "stale.txt").write_text("from an earlier run")
+    (root / "VGGT_8p_perf" / ".vggt_launcher_output").write_text("")  # which a launcher created
     common = [*SMALL_RUN, "--batch-size", "2", "--output-root", root, "--scenes-dir", root / "scenes"]
     for script in (PERF, FULL):
         result = run_tool(script.name, *common)
@@ -439,3 +440,50 @@ def test_only_node_0_needs_the_test_annotations_of_the_full_run(tmp_path: Path) 
     assert "--node-rank\n1\n" in recorded.read_text()
     node0 = run_tool(FULL.name, *common, "--node-rank", "0", env={"PYTHON": str(python)})
     assert node0.returncode == 2 and "no tv_test.jgz" in node0.stderr
+
+
+# the output folder ------------------------------------------------------------------------------------
+def node1_run(tmp_path: Path, output_root: Path) -> subprocess.CompletedProcess:
+    """A perf launch as node 1 of 2 (its output folder: OUTPUT_ROOT/VGGT_8p_perf_node1), torchrun only recorded."""
+    (tmp_path / "co3d" / "tv").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "anno").mkdir(exist_ok=True)
+    (tmp_path / "anno" / "tv_train.jgz").write_text("")
+    python, _ = python_recording_torchrun(tmp_path)
+    args = ["--device", "cpu", "--nproc", "1", "--co3d-dir", tmp_path / "co3d", "--anno-dir", tmp_path / "anno",
+            "--random-weights", "--nnodes", "2", "--node-rank", "1", "--output-root", output_root]  # fmt: skip
+    return run_tool(PERF.name, *args, env={"PYTHON": str(python)})
+
+
+def test_a_user_folder_of_the_output_name_is_left_alone(tmp_path: Path) -> None:
+    mine = tmp_path / "root" / "VGGT_8p_perf_node1"
+    mine.mkdir(parents=True)
+    (mine / "thesis.txt").write_text("mine")
+    result = node1_run(tmp_path, tmp_path / "root")
+    assert result.returncode == 2 and f"{mine} exists but this launcher did not create it" in result.stderr
+    assert [p.name for p in mine.iterdir()] == ["thesis.txt"] and (mine / "thesis.txt").read_text() == "mine"
+
+
+def test_an_output_link_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / ".vggt_launcher_output").write_text("forged")
+    (tmp_path / "root").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "root" / "VGGT_8p_perf_node1")
+    result = node1_run(tmp_path, tmp_path / "root")
+    assert result.returncode == 2 and "is a symbolic link" in result.stderr
+    assert (tmp_path / "root" / "VGGT_8p_perf_node1").is_symlink()
+    assert [p.name for p in (tmp_path / "elsewhere").iterdir()] == [".vggt_launcher_output"]
+
+
+def test_the_launchers_own_output_is_recreated_without_following_links_in_it(tmp_path: Path) -> None:
+    first = node1_run(tmp_path, tmp_path / "root")
+    assert first.returncode == 0, first.stderr
+    out = tmp_path / "root" / "VGGT_8p_perf_node1"
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "data.bin").write_bytes(b"keep")
+    (out / "stale.txt").write_text("from the first run")
+    os.symlink(tmp_path / "victim", out / "link")
+    again = node1_run(tmp_path, tmp_path / "root")
+    assert again.returncode == 0, again.stderr
+    assert not (out / "stale.txt").exists() and not os.path.lexists(out / "link")
+    assert (out / ".vggt_launcher_output").is_file()
+    assert (tmp_path / "victim" / "data.bin").read_bytes() == b"keep"

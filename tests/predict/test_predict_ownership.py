@@ -153,11 +153,12 @@ def test_a_failure_mid_swap_is_rolled_back(scene, tiny_weights, monkeypatch, fai
     moves = []
     real_move = staging._move
 
-    def failing_move(source: Path, target: Path) -> None:
-        moves.append(source.name)
-        if len(moves) == fail_at:
-            raise error("injected")
-        real_move(source, target)
+    def failing_move(source: int, target: int, name: str, where: Path) -> None:
+        if len(moves) < fail_at:  # the rollback's moves after the failure are not counted
+            moves.append(name)
+            if len(moves) == fail_at:
+                raise error("injected")
+        real_move(source, target, name, where)
 
     monkeypatch.setattr(staging, "_move", failing_move)
     args = predict_args(scene / "images", scene, tiny_weights, "--export", "ply", "--overwrite")
@@ -179,11 +180,11 @@ from tests.predict.test_predict_ownership import write_run
 out, kill_at = Path(sys.argv[1]), int(sys.argv[2])
 moves = []
 real_move = staging._move
-def dying_move(source, target):
-    moves.append(source)
+def dying_move(*args):
+    moves.append(args)
     if len(moves) == kill_at:
         os._exit(9)  # as SIGKILL does: no finally, no cleanup
-    real_move(source, target)
+    real_move(*args)
 staging._move = dying_move
 write_run(out, {"predictions.npz": b"new run", "preview": None})
 """
