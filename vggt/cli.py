@@ -23,7 +23,7 @@ from vggt.models.vggt import VGGT
 from vggt.parallel.launch import launch, under_torchrun
 from vggt.predict.bundle_adjust import BundleAdjustmentOptions
 from vggt.predict.pipeline import PredictOptions, parse_exports, predict
-from vggt.predict.viewer import serve
+from vggt.predict.viewer import LOOPBACK_HOST, serve
 from vggt.scenes.co3d_files import SEEN_CATEGORIES
 from vggt.weights import convert_checkpoint, read_config_json, verify_weights
 
@@ -489,13 +489,18 @@ def add_view(subparsers: argparse._SubParsersAction) -> None:
             "viser package: pip install 'vggt-npu[demo]'. Stop it with Ctrl-C."
         ),
         examples=(
-            "  vggt view scene/vggt                     # then open http://localhost:8080\n"
+            "  vggt view scene/vggt                     # then open http://127.0.0.1:8080\n"
             "  vggt view out --port 8081 --conf-threshold 25\n"
-            "  vggt view out --host 127.0.0.1           # only this machine may connect"
+            "  vggt view out --host 0.0.0.0             # every machine on the network may connect (warns)"
         ),
     )
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="a directory written by vggt predict")
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0: every interface)")
+    parser.add_argument(
+        "--host",
+        default=LOOPBACK_HOST,
+        help=f"address to listen on (default {LOOPBACK_HOST}: this machine only; 0.0.0.0 serves every interface, "
+        "so anyone on the network sees the scene, and warns)",
+    )
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     parser.add_argument(
         "--conf-threshold", type=float, default=50.0, metavar="PCT", help="initial confidence percentile (default 50)"
@@ -510,7 +515,8 @@ def add_view(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_view(args: argparse.Namespace) -> int:
-    serve(args.out_dir, args.host, args.port, args.conf_threshold, args.max_points)
+    with readable_warnings("view"):
+        serve(args.out_dir, args.host, args.port, args.conf_threshold, args.max_points)
     return 0
 
 
