@@ -72,3 +72,18 @@ def test_estimate_is_within_its_margin_of_a_measured_cpu_peak() -> None:
     estimate = estimate_inference_memory(VGGTConfig.tiny(), 32, 224, 224, torch.float32, 8)
     predicted = estimate.device_bytes - estimate.weights_bytes - estimate.inputs_bytes  # the probe makes inputs first
     assert 0.9 * measured["working_bytes"] <= predicted <= 1.5 * measured["working_bytes"], (predicted, measured)
+
+
+@pytest.mark.slow
+def test_the_tracker_term_follows_the_measured_peak_per_added_query_point() -> None:
+    """The estimate's bytes per added query point (tiny, 4 frames of 224 px) within 10 % of two measured runs."""
+    measured = {}
+    for points in (2000, 4000):
+        command = [sys.executable, str(BENCHMARKS / "working_memory.py"), "--config", "tiny", "--frames", "4"]
+        command += ["--height", "224", "--width", "224", "--query-points", str(points), "--threads", "1"]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ})
+        measured[points] = json.loads(done.stdout)["working_bytes"]
+    slope = (measured[4000] - measured[2000]) / 2000
+    estimates = {n: estimate_inference_memory(VGGTConfig.tiny(), 4, 224, 224, query_points=n) for n in (2000, 4000)}
+    predicted = (estimates[4000].device_bytes - estimates[2000].device_bytes) / 2000
+    assert 0.9 * slope <= predicted <= 1.1 * slope, (predicted, slope)
