@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (per process)")
     parser.add_argument(
+        "--query-points",
+        type=int,
+        default=0,
+        help="track this many points of frame 0 (uniform, seed 1) through the track head; ours, one process "
+        "(default: 0, no tracking)",
+    )
+    parser.add_argument(
         "--nproc",
         type=int,
         default=1,
@@ -110,6 +117,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if any(frames < 1 for frames in args.frames):
         parser.error(f"--frames must be positive, got {args.frames}")
+    if args.query_points and (args.nproc != 1 or args.upstream_dir is not None):
+        parser.error("--query-points measures our model in one process: leave out --nproc and --upstream-dir")
     if args.upstream_python and args.upstream_dir is None:
         parser.error("--upstream-python needs --upstream-dir, the checkout whose model it runs")
     if args.upstream_dir is not None:
@@ -192,8 +201,13 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
     images = images[:, start:end].clone()  # this process holds only its frames
     chunk = args.frames_chunk_size or None
     forward = partial(sequence_parallel_forward, model) if world_size > 1 else model
-    run = partial(forward, images, frames_chunk_size=chunk)
+    queries = None
+    if args.query_points:
+        corner = torch.rand(args.query_points, 2, generator=torch.Generator().manual_seed(1))
+        queries = corner * torch.tensor([args.width - 1, args.height - 1])
+    run = partial(forward, images, queries, frames_chunk_size=chunk)
     fields = {"frames": args.frames[0], "frames_chunk_size": args.frames_chunk_size, "nproc": world_size}
+    fields |= {"query_points": args.query_points} if args.query_points else {}
     return measured_row(args, "ours", run, resident_memory_bytes, **fields)
 
 
@@ -255,6 +269,7 @@ def one_run_command(args: argparse.Namespace, frames: int, upstream: bool) -> li
     command += ["--config", args.config, "--frames", str(frames), "--height", str(args.height)]
     command += ["--width", str(args.width), "--dtype", args.dtype, "--frames-chunk-size", str(args.frames_chunk_size)]
     command += ["--nproc", str(args.nproc)] + ([] if args.threads is None else ["--threads", str(args.threads)])
+    command += ["--query-points", str(args.query_points)] if args.query_points else []
     return command + (["--upstream-dir", str(args.upstream_dir.resolve())] if upstream else [])
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import socket
+import struct
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import torch
+from PIL import Image
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -107,3 +111,16 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def write_png_claiming_size(path: Path, width: int, height: int) -> Path:
+    """A 1x1 PNG whose IHDR chunk claims `width` x `height` (with a valid CRC): Pillow reads that size from the
+    header alone, so a decompression-bomb check fires without any large allocation."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    start = 8 + 8  # PNG signature, then the IHDR chunk's length and type
+    data[start : start + 8] = struct.pack(">II", width, height)
+    data[start + 13 : start + 17] = struct.pack(">I", zlib.crc32(bytes(data[start - 4 : start + 13])))
+    path.write_bytes(bytes(data))
+    return path

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import write_png_claiming_size
 from vggt.utils.load_fn import load_and_preprocess_images, load_and_preprocess_images_square
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -170,3 +171,10 @@ def test_directory_is_rejected_by_name(tmp_path):
 def test_square_loader_rejects_a_non_positive_target_size():
     with pytest.raises(ValueError, match="target_size must be a positive integer, got 0"):
         load_and_preprocess_images_square(FILES[:1], target_size=0)
+
+
+def test_an_image_claiming_too_many_pixels_is_refused_naming_it(tmp_path):
+    bomb = write_png_claiming_size(tmp_path / "huge.png", 20000, 20000)
+    with pytest.raises(ValueError, match="huge.png' claims too many pixels") as caught:
+        load_and_preprocess_images([str(bomb)])
+    assert "400000000 pixels" in str(caught.value) and "\n" not in str(caught.value)

@@ -72,3 +72,53 @@ def test_estimate_is_within_its_margin_of_a_measured_cpu_peak() -> None:
     estimate = estimate_inference_memory(VGGTConfig.tiny(), 32, 224, 224, torch.float32, 8)
     predicted = estimate.device_bytes - estimate.weights_bytes - estimate.inputs_bytes  # the probe makes inputs first
     assert 0.9 * measured["working_bytes"] <= predicted <= 1.5 * measured["working_bytes"], (predicted, measured)
+
+
+@pytest.mark.slow
+def test_the_tracker_term_follows_the_measured_peak_per_added_query_point() -> None:
+    """The estimate's bytes per added query point (tiny, 4 frames of 224 px) within 10 % of two measured runs."""
+    measured = {}
+    for points in (2000, 4000):
+        command = [sys.executable, str(BENCHMARKS / "working_memory.py"), "--config", "tiny", "--frames", "4"]
+        command += ["--height", "224", "--width", "224", "--query-points", str(points), "--threads", "1"]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ})
+        measured[points] = json.loads(done.stdout)["working_bytes"]
+    slope = (measured[4000] - measured[2000]) / 2000
+    estimates = {n: estimate_inference_memory(VGGTConfig.tiny(), 4, 224, 224, query_points=n) for n in (2000, 4000)}
+    predicted = (estimates[4000].device_bytes - estimates[2000].device_bytes) / 2000
+    assert 0.9 * slope <= predicted <= 1.1 * slope, (predicted, slope)
+
+
+TRACKER_PEAK_SCRIPT = """
+import json, sys
+import torch
+from vggt.config import VGGTConfig
+from vggt.heads.tracker import BaseTrackerPredictor
+from vggt.runtime import resident_memory_bytes
+points = int(sys.argv[1])
+torch.set_num_threads(1)
+c = VGGTConfig()
+tracker = BaseTrackerPredictor(c.tracker_stride, c.tracker_corr_levels, c.tracker_corr_radius, c.track_features,
+    c.tracker_hidden_size, c.tracker_num_heads, c.tracker_depth, c.tracker_num_virtual_tracks).eval()
+fmaps = torch.randn(1, 2, c.track_features, 64, 64)
+queries = torch.rand(1, points, 2) * 127
+with torch.no_grad():
+    tracker(queries[:, :1], fmaps, 1)
+    base = resident_memory_bytes()
+    tracker(queries, fmaps, c.tracker_iterations)
+print(resident_memory_bytes(peak=True) - base)
+"""
+
+
+@pytest.mark.slow
+def test_the_tracker_term_of_vggt_1b_shapes_follows_its_measured_peak() -> None:
+    """The tracker alone with VGGT-1B's widths (random weights, 2 frames of 64x64 feature maps): bytes per added
+    point and frame within 10 % of tracker_point_frame_bytes."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    measured = {}
+    for points in (1000, 2000):
+        command = [sys.executable, "-c", TRACKER_PEAK_SCRIPT, str(points)]
+        measured[points] = int(subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout)
+    per_point_frame = (measured[2000] - measured[1000]) / 1000 / 2
+    predicted = memory_plan.tracker_point_frame_bytes(VGGTConfig())
+    assert 0.9 * per_point_frame <= predicted <= 1.1 * per_point_frame, (predicted, per_point_frame)

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import MissingMandatoryValue
 
-from tests.training_helpers import LINE, compose_config, parse_log, small_overrides
-from training.trainer import Trainer, split_batch
+from tests.training_helpers import CONFIG_DIR, LINE, compose_config, launch, parse_log, small_overrides
+from training.config_check import config_problems
+from training.trainer import Trainer, model_from_training_config, split_batch
 from training.utils.optim import GradientClipper, freeze, keep_frozen_in_eval, lr_at, step_unless_nonfinite
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
@@ -246,3 +248,51 @@ def test_the_track_loss_without_track_data_is_rejected_at_start(scenes_dir, tmp_
         make_trainer(
             scenes_dir, tmp_path, "model.enable_track=true", "+loss.track={weight:0.1}", "data.train.track_num=8"
         )
+
+
+def test_invalid_training_values_are_all_listed_in_one_error_before_anything_is_built(scenes_dir, tmp_path):
+    bad = ["optim.lr=abc", "accum_steps=0", "max_epochs=-1", "data.train.img_nums=[3,2]", "log_freq=true"]
+    with pytest.raises(ValueError) as caught:
+        make_trainer(scenes_dir, tmp_path / "run", *bad)
+    message = str(caught.value)
+    assert "5 invalid value(s)" in message
+    for line in (
+        "optim.lr must be a positive number, got 'abc' (a string)",
+        "accum_steps must be an integer >= 1, got 0",
+        "max_epochs must be an integer >= 1, got -1",
+        "data.train.img_nums must be a list of two, each an integer >= 1, the first <= the second, got [3, 2]",
+        "log_freq must be an integer >= 1, got True",
+    ):
+        assert f"  {line}" in message.splitlines()
+    assert not (tmp_path / "run").exists()  # refused before logging, the model or the data
+
+
+def test_a_learning_rate_that_yaml_read_as_a_string_says_how_to_write_it(scenes_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"optim.lr must be a positive number, got '5e-5' .*e.g. 5.0e-5"):
+        make_trainer(scenes_dir, tmp_path, "optim.lr='5e-5'")
+
+
+@pytest.mark.parametrize("preset", ["default", "perf", "full", "synthetic"])
+def test_every_shipped_preset_passes_the_config_check(preset):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        assert config_problems(compose(config_name=preset)) == []
+
+
+def test_resuming_from_a_plain_state_dict_says_what_it_is_and_what_is_expected(scenes_dir, tmp_path):
+    model = model_from_training_config(compose_config(small_overrides(scenes_dir)).model)
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    with pytest.raises(ValueError) as caught:
+        make_trainer(scenes_dir, tmp_path / "run", f"checkpoint.resume={tmp_path / 'm.pt'}")
+    message = str(caught.value)
+    assert f"cannot resume from {tmp_path / 'm.pt'}: it is a plain model state dict" in message
+    assert "optimizer, scaler, epoch, step" in message and f"model.init_weights={tmp_path / 'm.pt'}" in message
+
+
+def test_the_launcher_refuses_invalid_values_in_one_message_without_a_traceback(tmp_path):
+    result = launch(["max_epochs=0", "optim.lr=abc", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"], timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[1:] == [
+        "  max_epochs must be an integer >= 1, got 0",
+        "  optim.lr must be a positive number, got 'abc' (a string)",
+    ]
+    assert not (tmp_path / "run" / "log.txt").exists()

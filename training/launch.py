@@ -16,6 +16,7 @@ which torchrun reports as the root cause; the process group is destroyed on ever
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -23,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from training.config_check import config_problems, problems_message
 from training.trainer import Trainer
 from training.utils import distributed
 
@@ -41,6 +43,10 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
 
 @hydra.main(version_base=None, config_path="config", config_name="default")
 def main(cfg: DictConfig) -> None:
+    problems = config_problems(cfg)  # the Trainer refuses them too; here they are shown without a traceback
+    if problems:
+        print(f"training.launch: error: {problems_message(problems)}", file=sys.stderr)
+        sys.exit(2)
     train(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 

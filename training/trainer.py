@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from training.config_check import check_resume_state, check_training_config
 from training.data.build import build_dataset
 from training.data.normalize import normalize_camera_extrinsics_and_points_batch
 from training.data.sampler import DynamicBatchSampler
@@ -93,6 +94,7 @@ def frozen_without_weights(model: VGGT, frozen: list[str], loaded: set[str]) -> 
 
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path):
+        check_training_config(cfg)  # before any process group, model or data exists
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.dist = distributed.setup(cfg.device, cfg.distributed.timeout_minutes, cfg.distributed.peer_timeout_seconds)
@@ -224,6 +226,7 @@ class Trainer:
         if target == "auto" and not path.is_file():
             return False
         state = checkpoint.load(path)
+        check_resume_state(state, path)
         try:
             load_weights(self.model, state["model"], strict=True, source=str(path))
         except WeightsMismatchError as err:

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import functools
 import json
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -19,11 +20,12 @@ from typing import Any
 
 from vggt.evaluation.pipeline import EvalOptions, run_evaluation
 from vggt.evaluation.report import table_lines
+from vggt.interrupts import Interrupted, stop_signals_raise
 from vggt.models.vggt import VGGT
 from vggt.parallel.launch import launch, under_torchrun
 from vggt.predict.bundle_adjust import BundleAdjustmentOptions
 from vggt.predict.pipeline import PredictOptions, parse_exports, predict
-from vggt.predict.viewer import serve
+from vggt.predict.viewer import LOOPBACK_HOST, serve
 from vggt.scenes.co3d_files import SEEN_CATEGORIES
 from vggt.weights import convert_checkpoint, read_config_json, verify_weights
 
@@ -32,7 +34,9 @@ Handler = Callable[[argparse.Namespace], int]
 EXIT_STATUSES = """exit status:
   0  success
   1  a check failed (verify-weights: the checkpoint does not fit the model)
-  2  bad input: missing or unreadable file, wrong argument"""
+  2  bad input: missing or unreadable file, wrong argument
+  129, 130, 143  stopped by SIGHUP, SIGINT (Ctrl-C) or SIGTERM (128 + the signal's number); what the command
+     was writing is rolled back"""
 
 
 def add_subcommand(
@@ -346,8 +350,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def predict_and_report(options: PredictOptions) -> None:
-    """predict(options) and its summary, printed by the rank that wrote the outputs."""
-    with readable_warnings("predict"):
+    """predict(options) and its summary, printed by the rank that wrote the outputs. A spawned rank runs this as
+    its main function, so it installs the stop-signal handlers there too (in the parent they are in place)."""
+    with stop_signals_raise(), readable_warnings("predict"):
         summary = predict(options)
     if summary is not None:
         print(summary.describe())
@@ -489,13 +494,18 @@ def add_view(subparsers: argparse._SubParsersAction) -> None:
             "viser package: pip install 'vggt-npu[demo]'. Stop it with Ctrl-C."
         ),
         examples=(
-            "  vggt view scene/vggt                     # then open http://localhost:8080\n"
+            "  vggt view scene/vggt                     # then open http://127.0.0.1:8080\n"
             "  vggt view out --port 8081 --conf-threshold 25\n"
-            "  vggt view out --host 127.0.0.1           # only this machine may connect"
+            "  vggt view out --host 0.0.0.0             # every machine on the network may connect (warns)"
         ),
     )
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="a directory written by vggt predict")
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0: every interface)")
+    parser.add_argument(
+        "--host",
+        default=LOOPBACK_HOST,
+        help=f"address to listen on (default {LOOPBACK_HOST}: this machine only; 0.0.0.0 serves every interface, "
+        "so anyone on the network sees the scene, and warns)",
+    )
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     parser.add_argument(
         "--conf-threshold", type=float, default=50.0, metavar="PCT", help="initial confidence percentile (default 50)"
@@ -510,7 +520,8 @@ def add_view(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_view(args: argparse.Namespace) -> int:
-    serve(args.out_dir, args.host, args.port, args.conf_threshold, args.max_points)
+    with readable_warnings("view"):
+        serve(args.out_dir, args.host, args.port, args.conf_threshold, args.max_points)
     return 0
 
 
@@ -559,7 +570,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help and usage errors: hand back their status instead of exiting
         return int(exit_.code or 0)
     try:
-        return args.handler(args)
+        with stop_signals_raise():
+            return args.handler(args)
     except (OSError, ValueError) as err:  # the library's bad-input errors carry a readable message
         print(f"vggt {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Interrupted, or a Ctrl-C that reached a thread without our handlers
+        stop = err if isinstance(err, Interrupted) else Interrupted(signal.SIGINT)
+        print(f"vggt {args.command}: {stop}; what it was writing is rolled back", file=sys.stderr)
+        return stop.exit_status

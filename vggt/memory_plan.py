@@ -9,7 +9,10 @@ of two phases, and the estimate is the larger:
 - heads: the kept layer outputs, the dense outputs (depth 2 + points 4 floats a pixel, the point head's
   chunks and their concatenation) and one chunk of DPT feature maps at full resolution (the refinement
   stages and two maps of `dpt_features / 2` channels at the image size); with query points also the
-  tracker's feature maps of every frame.
+  tracker's feature maps of every frame, and instead of the DPT chunk (the tracker runs after the DPT heads) the
+  tracker's working memory: its normalised feature pyramid and, per query point and frame, the correlation window
+  of one pyramid level (tracker_point_frame_bytes). The update transformer's virtual tracks attend across all
+  points, so the points are not split: a count beyond the free memory is refused, naming the count that fits.
 
 Weights count once (their own dtype). Host memory holds the loaded images, the float32 prediction
 arrays and the exports; on the CPU device and host are the same memory. With N processes
@@ -40,6 +43,9 @@ DPT_FULL_RES_MAPS = 2  # maps of features/2 channels at the image size held toge
 DPT_STAGE_CHANNELS = 32 + 8  # output_conv2 hidden (32) and the interpolation / activation temporaries
 AGGREGATOR_TRANSIENT_FLOAT32 = 3  # norm1, residual + attention, norm2 of a chunk (float32)
 AGGREGATOR_TRANSIENT_COMPUTE = 11  # q, attention out, proj, MLP hidden twice (4 + 4) in the compute dtype
+TRACKER_PYRAMID_MAPS = 1 + 1 / 3  # the normalised feature maps plus their pooled levels (1/4 + 1/16 + ...)
+TRACKER_WINDOW_COPIES = 2  # grid_sample's [S, C, N, K] window and the contiguous copy einsum makes of it
+TRACKER_GRID_COPIES = 3  # the window's sample positions [S, N, K, 2]: shifted centres, x / y scaled, stacked
 EXPORT_FACTOR = 2.0  # point cloud and COLMAP exports copy the dense points about twice at most
 RUNTIME_BYTES = 48 * 1024**2  # the first forward's fixed cost on the CPU (kernel libraries, thread buffers), measured
 GIB = 1024**3
@@ -67,6 +73,19 @@ class MemoryEstimate:
 def tokens_per_frame(config: VGGTConfig, height: int, width: int) -> int:
     """P: camera + register tokens + patches of one frame."""
     return config.patch_start_idx + (height // config.patch_size) * (width // config.patch_size)
+
+
+def tracker_point_frame_bytes(config: VGGTConfig, iterations: int | None = None) -> int:
+    """The tracker's peak bytes per query point and frame (float32 throughout), reached while it samples the last
+    level of its correlation pyramid (vggt/heads/correlation.py): the window of K = (2r + 1)^2 feature vectors of C
+    channels around the point, held twice, with its sample positions; the correlations of the levels sampled so
+    far; and what lives across iterations (position 2, track feature C, the constant embedding 3C + 4, and the
+    positions of every iteration 2 * iterations)."""
+    c, window = config.track_features, (2 * config.tracker_corr_radius + 1) ** 2
+    iterations = config.tracker_iterations if iterations is None else iterations
+    per_point = TRACKER_WINDOW_COPIES * c * window + TRACKER_GRID_COPIES * 2 * window
+    per_point += config.tracker_corr_levels * window + 2 + c + (3 * c + 4) + 2 * iterations
+    return per_point * FLOAT32
 
 
 def planning_config(config: VGGTConfig | dict[str, Any] | str | None, model_source: str | Path) -> VGGTConfig:
@@ -113,12 +132,14 @@ def estimate_inference_memory(
     aggregator = local * aggregator_frame + aggregator_chunk + broadcast
 
     heads_frame = kept + images + DENSE_OUTPUT_FLOATS * pixels * FLOAT32
-    stride = config.tracker_stride
-    if query_points:
-        heads_frame += config.track_features * (pixels // stride**2) * FLOAT32
+    track_map = config.track_features * (pixels // config.tracker_stride**2) * FLOAT32  # one frame's feature map
+    tracker = 0
+    if query_points:  # every process tracks through all frames (it gathers the feature maps)
+        heads_frame += track_map
+        tracker = frames * (TRACKER_PYRAMID_MAPS * track_map + query_points * tracker_point_frame_bytes(config))
     dpt_chunk = chunk * pixels * FLOAT32 * (DPT_FULL_RES_MAPS * config.dpt_features // 2 + DPT_STAGE_CHANNELS)
     gathered = (frames - local) * (DENSE_OUTPUT_FLOATS * pixels * FLOAT32)  # the other ranks' outputs
-    heads = local * heads_frame + dpt_chunk + gathered + broadcast
+    heads = local * heads_frame + max(dpt_chunk, tracker) + gathered + broadcast
 
     phase, working, per_frame = max(
         ("aggregator", aggregator, aggregator_frame), ("heads", heads, heads_frame), key=lambda t: t[1]
@@ -166,10 +187,8 @@ def check_inference_memory(
 
     def need(**changes: Any) -> int:
         args = {"frames": frames, "dtype": dtype, "frames_chunk_size": frames_chunk_size, "world_size": world_size}
-        args.update(changes)
-        e = estimate_inference_memory(
-            config, height=height, width=width, query_points=query_points, weights_bytes=weights, **args
-        )
+        args.update({"query_points": query_points, **changes})
+        e = estimate_inference_memory(config, height=height, width=width, weights_bytes=weights, **args)
         if device.type == "cpu":  # one memory: every process's share, the host arrays once
             return args["world_size"] * e.device_bytes + e.host_bytes
         return e.device_bytes
@@ -178,8 +197,10 @@ def check_inference_memory(
         config, frames, height, width, dtype, frames_chunk_size, world_size, query_points, weights
     )
     free_device, free_host = free_memory_bytes(device), host_available_bytes()
+    tracked = f" with {query_points} query points" if query_points else ""
     line = (
-        f"memory estimate for {frames} frames of at most {height}x{width}, {str(dtype).removeprefix('torch.')}, "
+        f"memory estimate for {frames} frames of at most {height}x{width}{tracked}, "
+        f"{str(dtype).removeprefix('torch.')}, "
         f"{world_size} process(es): {estimate.describe()}; free: device "
         f"{'unknown' if free_device is None else f'{free_device / GIB:.2f} GiB'}, host "
         f"{'unknown' if free_host is None else f'{free_host / GIB:.2f} GiB'}"
@@ -193,6 +214,9 @@ def check_inference_memory(
         return line
     budget = free_device if free_device is not None else free_host
     options = []
+    if query_points:
+        points = largest_fitting(lambda n: need(query_points=n) <= budget, query_points - 1)
+        options.append(f"at most {points} query points" if points else "no --query-points")
     most = largest_fitting(lambda n: need(frames=n) <= budget, frames - 1)
     if most:
         options.append(f"at most {most} frames")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.predict.conftest import run_cli
 from training.data.co3d import write_annotations
 from vggt.evaluation import co3d_opencv_extrinsics
+from vggt.evaluation.report import TABLE_COLUMNS, write_report
 from vggt.evaluation.sequences import select_co3d
 from vggt.runtime import seed_everything
 
@@ -115,3 +118,52 @@ def test_missing_annotation_files_and_bad_counts_are_refused(annotations):
         select_co3d(Path("/co3d"), anno_dir, ["apple", "banana"], 4, 10, False)
     with pytest.raises(ValueError, match="--min-frames"):
         select_co3d(Path("/co3d"), anno_dir, ["apple"], 10, 5, False)
+
+
+def test_a_frame_without_filepath_is_refused_naming_the_file_sequence_and_frame(annotations):
+    anno_dir, content = annotations
+    del content["apple"]["s3"][7]["filepath"]
+    write_annotations(anno_dir / "apple_test.jgz", content["apple"])
+    result = run_cli("eval", "co3d", "--co3d-dir", "/co3d", "--anno-dir", anno_dir, "--categories", "apple",
+                     "--num-frames", 4, "--min-frames", 10, "--device", "cpu")  # fmt: skip
+    assert result.status == 2 and "Traceback" not in result.stderr
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1
+    assert f"{anno_dir / 'apple_test.jgz'} sequence 's3' frame 7: no \"filepath\"" in message
+
+
+def test_a_sequence_with_a_non_finite_ground_truth_camera_is_left_out_with_a_warning(annotations):
+    anno_dir, content = annotations
+    content["apple"]["s0"][2]["T"][1] = float("nan")  # its T sum is NaN: not above 1e5, so the T rule keeps it
+    write_annotations(anno_dir / "apple_test.jgz", content["apple"])
+    seed_everything(0)
+    with pytest.warns(UserWarning, match=r"apple_test.jgz: sequence 's0' left out, .* frame 2 holds non-finite"):
+        selection = select_co3d(Path("/co3d"), anno_dir, ["apple"], 4, 10, False)
+    assert [s.name for s in selection.sequences] == ["s3"]
+    assert selection.non_finite == ["apple/s0"]
+    assert any(reason.startswith("s0: the ground-truth camera of frame 2") for reason in selection.skipped["apple"])
+    np.random.seed(0)  # the left-out s0 (sorted first) draws nothing: s3 gets the first draw after seeding
+    expected = np.random.choice(len(content["apple"]["s3"]), 4, replace=False).tolist()
+    assert [int(p.stem.removeprefix("frame")) for p in selection.sequences[0].image_paths] == expected
+
+
+def test_the_json_report_holds_null_for_non_finite_numbers_and_is_strict_json(tmp_path):
+    row = dict.fromkeys(TABLE_COLUMNS, float("nan")) | {"sequences": 1, "pairs": 0}
+    report = {
+        "dataset": "custom",
+        "protocol": {"seed": 0},
+        "model": {"source": "m", "weights_sha256": "0", "config": "tiny"},
+        "runtime": {"device": "cpu", "device_name": "cpu", "dtype": "float32", "torch": "2", "vggt_npu": "0"},
+        "created": "now",
+        "skipped": {},
+        "groups": {"scene": row},
+        "mean": {"AUC30": float("inf"), "DepthAbsRel": 0.5},
+    }
+    json_path, _ = write_report(report, tmp_path)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{json_path} holds the non-JSON constant {constant}")
+
+    written = json.loads(json_path.read_text(), parse_constant=refuse)
+    assert written["groups"]["scene"]["AUC30"] is None and written["groups"]["scene"]["pairs"] == 0
+    assert written["mean"] == {"AUC30": None, "DepthAbsRel": 0.5}

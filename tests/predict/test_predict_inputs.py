@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import vggt.predict.pipeline as pipeline
+from tests.helpers import write_png_claiming_size
 from tests.predict.conftest import predict_args, run_cli, write_scene_video
 
 
@@ -53,6 +54,20 @@ def test_files_of_other_names_in_the_output_are_left_alone_without_overwrite(tmp
 def test_ba_without_the_colmap_export_is_refused(tmp_path, tiny_weights, scene_images) -> None:
     result = run_cli(*predict_args(scene_images, tmp_path / "out", tiny_weights, "--ba", "--export", "ply"))
     assert result.status == 2 and "add colmap to --export" in result.stderr
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_an_image_claiming_too_many_pixels_is_refused_naming_it_before_the_model_loads(
+    tmp_path, tiny_weights, scene_images
+) -> None:
+    folder = tmp_path / "images"
+    copy_images(scene_images, folder)
+    write_png_claiming_size(folder / "huge.png", 20000, 20000)
+    result = run_cli(*predict_args(folder, tmp_path / "out", tiny_weights))
+    assert result.status == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert f"{folder / 'huge.png'}' claims too many pixels" in result.stderr
+    assert "loading the model" not in result.stdout
     assert_nothing_written(tmp_path / "out")
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 import vggt.memory_plan as memory_plan
 from tests.predict.conftest import predict_args, run_cli, write_scene_video
+from vggt.config import VGGTConfig
 
 MIB = 1024**2
 
@@ -51,3 +54,24 @@ def test_a_video_too_long_for_the_memory_stops_once_its_frames_are_counted_writi
     assert stopped.status == 2
     assert "memory estimate for 6 frames" in stopped.stderr and "this does not fit" in stopped.stderr
     assert "loading the model" not in stopped.stdout and not out.exists()
+
+
+def test_too_many_query_points_stop_before_loading_naming_the_count_that_fits(
+    tiny_weights: Path, scene_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory_plan, "free_memory_bytes", lambda device: 2048 * MIB)
+    monkeypatch.setattr(memory_plan, "host_available_bytes", lambda: 2048 * MIB)
+    queries = tmp_path / "queries.npy"
+    grid = np.stack(np.meshgrid(np.arange(600), np.arange(500)), axis=-1).reshape(-1, 2) * [160 / 600, 120 / 500]
+    np.save(queries, grid.astype(np.float32))  # 300,000 points inside the 160x120 images
+    args = predict_args(scene_images, tmp_path / "out", tiny_weights, "--export", "none", "--resolution", 224)
+    stopped = run_cli(*args, "--query-points", queries)
+    assert stopped.status == 2 and "loading the model" not in stopped.stdout
+    assert "with 300000 query points" in stopped.stderr and "this does not fit" in stopped.stderr
+    fitting = int(stopped.stderr.split("What would fit: at most ")[1].split(" query points")[0])
+    config, cpu = VGGTConfig.tiny(), torch.device("cpu")
+    assert 0 < fitting < 300_000
+    # the named count fits and one more does not (224x168 after the crop, within 224x224 planned)
+    memory_plan.check_inference_memory(config, 3, 224, 224, cpu, torch.float32, 8, query_points=fitting)
+    with pytest.raises(memory_plan.MemoryPlanError):
+        memory_plan.check_inference_memory(config, 3, 224, 224, cpu, torch.float32, 8, query_points=fitting + 1)

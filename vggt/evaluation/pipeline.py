@@ -107,6 +107,11 @@ def differences_from_published(
             f"annotations: {', '.join(sorted(selection.camera_formats))} (published: the evaluation preprocessing's "
             "PyTorch3D R, T test files)"
         )
+    if selection.non_finite:
+        differences.append(
+            f"{len(selection.non_finite)} sequences with a non-finite ground-truth camera left out, e.g. "
+            f"{selection.non_finite[0]} (published: kept, their pairs scored from NaN)"
+        )
     expected = preferred_amp_dtype(device)
     if dtype != expected:
         differences.append(

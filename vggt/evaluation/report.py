@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,18 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def json_ready(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, inf: a metric with nothing to average) as None, so that the report
+    is valid JSON (json.dumps would write the bare NaN that JSON parsers refuse)."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.partial")
     temporary.write_text(text)
@@ -71,6 +84,6 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     """`{dataset}_eval.json` and `{dataset}_eval.md` in `out` (created); only these two files are written."""
     out.mkdir(parents=True, exist_ok=True)
     json_path, markdown_path = out / f"{report['dataset']}_eval.json", out / f"{report['dataset']}_eval.md"
-    _write_atomically(json_path, json.dumps(report, indent=2) + "\n")
+    _write_atomically(json_path, json.dumps(json_ready(report), indent=2, allow_nan=False) + "\n")
     _write_atomically(markdown_path, markdown(report))
     return json_path, markdown_path

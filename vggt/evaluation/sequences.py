@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -45,6 +46,7 @@ class Selection:
     sequences: list[EvalSequence] = field(default_factory=list)
     skipped: dict[str, list[str]] = field(default_factory=dict)  # group -> "sequence: reason" lines
     camera_formats: set[str] = field(default_factory=set)  # CO3D_TEST_FORMAT and / or CO3D_TRAINING_FORMAT
+    non_finite: list[str] = field(default_factory=list)  # "group/sequence" left out for a non-finite camera
 
 
 def _co3d_intrinsics(frames: list[Any], ids: np.ndarray) -> np.ndarray | None:
@@ -71,6 +73,17 @@ def _co3d_camera(frame: Any, where: str) -> tuple[np.ndarray, float, str]:
         raise DatasetError(f'{where}: "extri" must be 3x4, got shape {list(extrinsic.shape)}')
     translation = extrinsic[:, 3] * [-1.0, -1.0, 1.0]  # the PyTorch3D T the skipping rule is stated on
     return extrinsic, float(translation.sum()), CO3D_TRAINING_FORMAT
+
+
+def _co3d_filepath(frame: Any, where: str) -> str:
+    """The frame's image path relative to the Co3D root, or a DatasetError naming the file, sequence and frame."""
+    filepath = frame.get("filepath") if isinstance(frame, dict) else None
+    if not isinstance(filepath, str) or not filepath:
+        raise DatasetError(
+            f'{where}: no "filepath" (the image path relative to the Co3D root, e.g. '
+            '"apple/110_13051_23361/images/frame000001.jpg"); regenerate the annotation file'
+        )
+    return filepath
 
 
 def _check_counts(num_frames: int, min_frames: int) -> None:
@@ -113,23 +126,35 @@ def select_co3d(
             frames = annotations[name]
             if not isinstance(frames, list) or not frames:
                 raise DatasetError(f"{path}: sequence {name!r} must be a non-empty list of frames")
-            cameras = [_co3d_camera(frame, f"{path} sequence {name!r} frame {i}") for i, frame in enumerate(frames)]
+            where = [f"{path} sequence {name!r} frame {i}" for i in range(len(frames))]
+            cameras = [_co3d_camera(frame, at) for frame, at in zip(frames, where)]
+            filepaths = [_co3d_filepath(frame, at) for frame, at in zip(frames, where)]
             if len(frames) < min_frames:
                 skipped.append(f"{name}: {len(frames)} frames, fewer than {min_frames}")
                 continue
             selection.camera_formats.update(camera_format for _, _, camera_format in cameras)
+            bad = [i for i, (extrinsic, _, _) in enumerate(cameras) if not np.isfinite(extrinsic).all()]
+            if bad:  # the published code keeps such a sequence and scores NaN; no metric can be computed from it
+                skipped.append(f"{name}: the ground-truth camera of frame {bad[0]} holds non-finite numbers")
+                selection.non_finite.append(f"{category}/{name}")
+                warnings.warn(
+                    f"{path}: sequence {name!r} left out, the ground-truth camera of frame {bad[0]} holds non-finite "
+                    "numbers",
+                    stacklevel=2,
+                )
+                continue
             if any(translation_sum > MAX_TRANSLATION_SUM for _, translation_sum, _ in cameras):
                 skipped.append(f"{name}: a camera translation sum exceeds {MAX_TRANSLATION_SUM:g}")
                 continue
             ids = np.random.choice(len(frames), num_frames, replace=False)
-            filepaths = [str(frames[i]["filepath"]) for i in ids]
-            depth_files = [depth_paths(co3d_dir, filepath) for filepath in filepaths]
+            drawn = [filepaths[i] for i in ids]
+            depth_files = [depth_paths(co3d_dir, filepath) for filepath in drawn]
             has_depth = all(depth.is_file() for depth, _ in depth_files)
             selection.sequences.append(
                 EvalSequence(
                     group=category,
                     name=name,
-                    image_paths=[co3d_dir / PurePosixPath(filepath) for filepath in filepaths],
+                    image_paths=[co3d_dir / PurePosixPath(filepath) for filepath in drawn],
                     extrinsics=np.stack([cameras[i][0] for i in ids]),
                     depth_readers=[functools.partial(read_masked_depth, *files) for files in depth_files]
                     if has_depth

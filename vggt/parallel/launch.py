@@ -4,7 +4,8 @@
 processes already exist. Every rank loads the model; rank 0 reads the images, broadcasts them, and
 writes every output. The other ranks take their block of frames, join each sequence-parallel
 forward, and write nothing. A failing rank ends the job: torch.multiprocessing.spawn and torchrun both
-stop the remaining processes.
+stop the remaining processes. A stop signal to the parent (KeyboardInterrupt, see vggt.interrupts) is passed on to
+the spawned ranks as SIGTERM, so rank 0 rolls back what it was writing before the parent ends.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ from vggt.runtime import autocast, distributed_backend, resolve_device, set_curr
 
 READABLE_ERRORS = (ValueError, OSError)  # what `vggt` reports as a message, not a traceback (vggt.cli.main)
 TIMEOUT = datetime.timedelta(minutes=30)  # a slow rank (model download, long scene) is not a dead one
+WRITER_STOP_SECONDS = 60.0  # how long a stopped rank 0 may take to roll back its staging directory
+HELPER_STOP_SECONDS = 5.0  # then the helper ranks, which write nothing, are killed if still running
 
 
 def under_torchrun() -> bool:
@@ -124,6 +128,20 @@ def _spawned(rank: int, world_size: int, init_file: str, device_name: str, run: 
         dist.destroy_process_group()
 
 
+def _stop_ranks(processes: list[mp.Process]) -> None:
+    """SIGTERM every rank, wait for rank 0 (the writer) to roll back and end, then kill what still runs."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    processes[0].join(WRITER_STOP_SECONDS)
+    deadline = time.monotonic() + HELPER_STOP_SECONDS
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
 def launch(nproc: int, device_name: str, run: Callable[[], Any]) -> None:
     """Run `run()` on `nproc` ranks: spawned here, or this process's rank under torchrun."""
     if under_torchrun():
@@ -135,8 +153,13 @@ def launch(nproc: int, device_name: str, run: Callable[[], Any]) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="vggt-predict-") as tmp:
         init_file = str(Path(tmp) / "rendezvous")
+        ranks = mp.spawn(_spawned, args=(nproc, init_file, device_name, run), nprocs=nproc, join=False)
         try:
-            mp.spawn(_spawned, args=(nproc, init_file, device_name, run), nprocs=nproc, join=True)
+            while not ranks.join():
+                pass
+        except KeyboardInterrupt:  # a stop signal: the ranks must end (and rank 0 roll back) before this process
+            _stop_ranks(ranks.processes)
+            raise
         except mp.ProcessRaisedException:  # the others are stopped; hand back a rank's bad-input error
             # a peer's lost connection may be reported first: look at every rank's error, not just the first to fail
             for rank in range(nproc):

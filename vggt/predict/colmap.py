@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from vggt.interrupts import reclaim_stop_signals
 from vggt.utils.load_fn import PreprocessTransform
 
 
@@ -26,6 +27,7 @@ def import_pycolmap():  # -> the pycolmap module
             "the colmap export (and --ba) needs pycolmap: pip install 'vggt-npu[export]' "
             "(or leave colmap out of --export)"
         ) from err
+    reclaim_stop_signals()  # its glog took SIGTERM on import
     return pycolmap
 
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vggt.utils.load_fn import check_image_header
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 MAX_LISTED = 5  # skipped names shown in a warning
@@ -64,7 +66,7 @@ def resolve_inputs(sources: Sequence[str | Path]) -> InputSource:
             raise FileNotFoundError(f"{path} does not exist; pass a folder of images, image files or a video")
     if len(paths) == 1 and paths[0].is_dir():
         images = _folder_images(paths[0])
-        return InputSource(images=images, names=_unique_names(images))
+        return _images(images)
     folders = [p for p in paths if p.is_dir()]
     if folders:
         raise ValueError(f"{folders[0]} is a folder; pass either one folder or a list of image files, not both")
@@ -73,4 +75,11 @@ def resolve_inputs(sources: Sequence[str | Path]) -> InputSource:
         raise ValueError(f"{videos[0]} is a video; pass either one video or image files, not both")
     if videos:
         return InputSource(video=videos[0])
+    return _images(paths)
+
+
+def _images(paths: list[Path]) -> InputSource:
+    """Image files, their headers checked now so that an oversized one stops the run before the model loads."""
+    for path in paths:
+        check_image_header(path)
     return InputSource(images=paths, names=_unique_names(paths))

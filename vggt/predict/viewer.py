@@ -7,7 +7,9 @@ usable camera (camera_valid) are left out.
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,9 @@ from vggt.utils.geometry import closed_form_inverse_se3
 from vggt.utils.rotation import mat_to_quat
 
 THUMBNAIL_WIDTH = 160  # frustum images are shrunk to this width before they are sent to the browser
+LOOPBACK_HOST = "127.0.0.1"  # the default: only this machine can connect
+# The keys of predictions.npz the viewer reads; pose_enc only stands in for camera_valid, which older outputs lack.
+REQUIRED_KEYS = ("world_points_from_depth", "depth_conf", "images", "extrinsic", "intrinsic", "content_box")
 
 
 def import_viser():  # -> the viser module
@@ -63,6 +68,14 @@ def load_scene(out_dir: Path) -> ViewerScene:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError) as err:
         raise ValueError(f"{path} is not a readable predictions.npz ({err}); run vggt predict again") from err
+    missing = [key for key in REQUIRED_KEYS if key not in arrays]
+    if "camera_valid" not in arrays and "pose_enc" not in arrays:
+        missing.append("camera_valid")
+    if missing:
+        raise ValueError(
+            f"{path} lacks {', '.join(repr(key) for key in missing)}, so it was not written by vggt predict (or by "
+            f"an old version); write one with `vggt predict --images ... --out {out_dir}`"
+        )
     cameras = arrays.get("camera_valid")  # older outputs lack it
     if cameras is None:
         cameras = camera_validity(arrays["pose_enc"], arrays["extrinsic"], arrays["intrinsic"])
@@ -133,12 +146,28 @@ def build_viewer(server: Any, scene: ViewerScene, percentile: float, max_points:
     return {"confidence": confidence, "point_size": point_size, "show_cameras": show_cameras, "frustums": frustums}
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or a name) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost: it may resolve to any interface
+        return False
+
+
 def serve(out_dir: Path, host: str, port: int, percentile: float, max_points: int) -> None:
-    """Start the viewer on http://host:port and block until Ctrl-C."""
+    """Start the viewer on http://host:port and block until Ctrl-C. A host other than loopback is warned about."""
     viser = import_viser()
     scene = load_scene(out_dir)
     if not 0 <= percentile <= 100:
         raise ValueError(f"--conf-threshold is a percentile from 0 to 100, got {percentile}")
+    if not is_loopback(host):
+        warnings.warn(
+            f"--host {host} lets other machines on the network open the viewer and see this scene; "
+            f"leave --host out ({LOOPBACK_HOST}) to serve this machine only",
+            stacklevel=2,
+        )
     server = viser.ViserServer(host=host, port=port)
     build_viewer(server, scene, percentile, max_points)
     print(f"viewing {out_dir} ({len(scene.extrinsic)} cameras) at http://{host}:{port}; press Ctrl-C to stop")

@@ -29,6 +29,26 @@ def _as_path_list(image_path_list: str | os.PathLike | Sequence[str | os.PathLik
     return paths
 
 
+def _too_large(path: str | os.PathLike, err: Image.DecompressionBombError) -> ValueError:
+    """Pillow's refusal of a header claiming more than 2 * MAX_IMAGE_PIXELS pixels, naming the file."""
+    return ValueError(
+        f"{str(path)!r} claims too many pixels to decode ({err}); downscale it, or, if the file is trusted, raise "
+        "PIL.Image.MAX_IMAGE_PIXELS before loading"
+    )
+
+
+def check_image_header(path: str | os.PathLike) -> None:
+    """Refuse now, naming `path`, an image whose header claims more pixels than Pillow will decode (it reads the
+    header only). Other problems of the file are reported when it is loaded."""
+    try:
+        with Image.open(path):
+            pass
+    except Image.DecompressionBombError as err:
+        raise _too_large(path, err) from None
+    except (UnidentifiedImageError, OSError):
+        pass
+
+
 def _open_rgb(path: str | os.PathLike) -> Image.Image:
     """Decode `path` as RGB, compositing RGBA transparency onto white."""
     file = Path(path)
@@ -40,6 +60,8 @@ def _open_rgb(path: str | os.PathLike) -> Image.Image:
         with Image.open(file) as opened:
             opened.load()
             image = opened.copy()
+    except Image.DecompressionBombError as err:
+        raise _too_large(path, err) from None
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(
             f"Cannot read {str(path)!r} as an image ({err}); pass a PNG, JPEG or other PIL format"
