@@ -79,6 +79,43 @@ def test_accelerator_count_counts_the_visible_cards_of_the_default_kind(monkeypa
     assert runtime.accelerator_count("cpu") == 0
 
 
+def _strict_mem_get_info(device):
+    """mem_get_info as torch_npu <= 2.9 (and older torch.cuda) has it: an accelerator without an index is rejected."""
+    index = device if isinstance(device, int) else device.index
+    if index is None:
+        raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{device}")
+    return 7 * 2**30 + index, 64 * 2**30
+
+
+@pytest.fixture
+def two_visible_cuda_cards_current_one(monkeypatch):
+    """A CUDA runtime double: cards 0..3 visible, card 1 current, mem_get_info that needs an index."""
+    monkeypatch.delenv(device_module.DEVICE_ENV, raising=False)
+    monkeypatch.setattr(npu, "installed", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", _strict_mem_get_info)
+
+
+def test_detected_accelerator_carries_the_current_index_so_memory_queries_accept_it(
+    two_visible_cuda_cards_current_one, monkeypatch
+):
+    assert runtime.default_device() == torch.device("cuda", 1)
+    assert runtime.resolve_device("auto") == torch.device("cuda", 1)
+    assert runtime.resolve_device("cuda") == torch.device("cuda", 1)
+    assert runtime.free_memory_bytes(runtime.default_device()) == 7 * 2**30 + 1
+    monkeypatch.setenv(device_module.DEVICE_ENV, "cuda")
+    assert runtime.free_memory_bytes(runtime.default_device()) == 7 * 2**30 + 1
+
+
+def test_an_index_less_accelerator_takes_the_local_rank_and_a_named_index_is_kept(two_visible_cuda_cards_current_one):
+    assert runtime.resolve_device("cuda", local_rank=3) == torch.device("cuda", 3)
+    assert runtime.resolve_device(None, local_rank=2) == torch.device("cuda", 2)
+    assert runtime.resolve_device("cuda:0", local_rank=3) == torch.device("cuda", 0)
+    assert runtime.resolve_device("cpu", local_rank=3) == CPU
+
+
 def test_accelerator_count_of_an_installed_torch_npu_without_a_card_is_zero(torch_npu_emulation):
     assert runtime.accelerator_count("npu") == 0
 

@@ -41,9 +41,7 @@ def setup(device_name: str | None, timeout_minutes: int = 30, peer_timeout_s: fl
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = runtime.resolve_device(device_name)
-    if device.type != "cpu" and device.index is None:
-        device = torch.device(device.type, local_rank)  # one accelerator per local rank
+    device = runtime.resolve_device(device_name, local_rank)  # one accelerator per local rank unless named
     runtime.set_current_device(device)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
