@@ -95,7 +95,9 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.dist = distributed.setup(cfg.device, cfg.distributed.timeout_minutes, cfg.distributed.peer_timeout_seconds)
+        self.dist = distributed.setup(
+            cfg.device, cfg.distributed.timeout_minutes, cfg.distributed.peer_timeout_seconds, cfg.deterministic
+        )
         self.device = self.dist.device
         runtime.configure_process(self.device, deterministic=cfg.deterministic, allow_tf32=cfg.allow_tf32)
         runtime.seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)

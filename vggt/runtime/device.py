@@ -51,7 +51,7 @@ def default_device(local_rank: int | None = None) -> torch.device:
 
 
 def _detected_kind() -> str:
-    """"npu" when torch_npu is installed and a card is visible, else "cuda" when one is, else "cpu"."""
+    """The detected kind: npu when torch_npu is installed and a card is visible, else cuda when one is, else cpu."""
     if npu.installed() and npu.torch_npu().npu.is_available():
         return "npu"
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -175,13 +175,16 @@ def configure_process(device: torch.device, deterministic: bool = False, allow_t
 
     NPU: binary kernels (jit_compile=False, no online compilation per shape), private storage formats
     off (ND everywhere: NZ formats have known precision issues), HF32 for float32 matmul and conv when
-    `allow_tf32`, and the CANN deterministic level when `deterministic`. CUDA: TF32 for float32
-    matmul and cuDNN conv when `allow_tf32`; cuDNN deterministic and no autotuning when
-    `deterministic`. Every device: torch.use_deterministic_algorithms(deterministic).
+    `allow_tf32`, and the CANN deterministic level when `deterministic` (torch_npu >= 2.12, whose
+    set_deterministic_level also sets torch's flag). CUDA: TF32 for float32 matmul and cuDNN conv when
+    `allow_tf32`; cuDNN deterministic and no autotuning when `deterministic`. Every device:
+    torch.use_deterministic_algorithms(deterministic), once. What the collectives read when they
+    initialise is configure_environment's, before init_process_group.
     """
     if device.type == "npu":
         npu.configure(deterministic=deterministic, allow_hf32=allow_tf32)
-    elif device.type == "cuda":
+        return
+    if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = allow_tf32
         torch.backends.cudnn.allow_tf32 = allow_tf32
         torch.backends.cudnn.deterministic = deterministic
@@ -189,6 +192,15 @@ def configure_process(device: torch.device, deterministic: bool = False, allow_t
         if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
     torch.use_deterministic_algorithms(deterministic)
+
+
+def configure_environment(device: torch.device, deterministic: bool = False) -> None:
+    """Environment the device's collective library reads when it initialises: call before init_process_group.
+
+    NPU with `deterministic`: HCCL_DETERMINISTIC=true (deterministic all-reduce on A2), unless already set.
+    """
+    if device.type == "npu" and deterministic:
+        os.environ.setdefault("HCCL_DETERMINISTIC", "true")
 
 
 # names ---------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 from types import ModuleType
 
 import torch
@@ -38,16 +37,18 @@ def installed() -> bool:
 
 
 def configure(deterministic: bool, allow_hf32: bool) -> None:
-    """NPU process settings; see vggt.runtime.device.configure_process."""
+    """NPU process settings, torch's deterministic flag included; see vggt.runtime.device.configure_process."""
     npu = torch_npu().npu
     npu.set_compile_mode(jit_compile=False)
     npu.config.allow_internal_format = False
     npu.matmul.allow_hf32 = allow_hf32
     npu.conv.allow_hf32 = allow_hf32
-    if deterministic:
-        if hasattr(npu, "set_deterministic_level"):  # CANN >= 8.5; older stacks rely on use_deterministic_algorithms
-            npu.set_deterministic_level(1)
-        os.environ.setdefault("HCCL_DETERMINISTIC", "true")  # deterministic all-reduce on A2
+    if deterministic and hasattr(npu, "set_deterministic_level"):  # torch_npu >= 2.12; 2.1 has only torch's flag
+        # torch's flag first: set_deterministic_level then agrees with it, and torch_npu forbids touching it later
+        torch.use_deterministic_algorithms(True)
+        npu.set_deterministic_level(1)
+    else:
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def common_dtype(*tensors: torch.Tensor) -> torch.dtype:
