@@ -23,11 +23,16 @@ def test_estimate_is_printed_before_loading(tiny_weights: Path, scene_images: Pa
     assert estimate < loading
 
 
+def limit_free_memory(monkeypatch: pytest.MonkeyPatch, free_bytes: int) -> None:
+    """The memory check sees `free_bytes` free on the device and on the host."""
+    monkeypatch.setattr(memory_plan, "free_memory_bytes", lambda device: free_bytes)
+    monkeypatch.setattr(memory_plan, "host_available_bytes", lambda: free_bytes)
+
+
 def test_too_little_memory_stops_with_the_options_unless_overridden(
     tiny_weights: Path, scene_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(memory_plan, "free_memory_bytes", lambda device: 64 * MIB)
-    monkeypatch.setattr(memory_plan, "host_available_bytes", lambda: 64 * MIB)
+    limit_free_memory(monkeypatch, 64 * MIB)
     out = tmp_path / "out"
     stopped = run_cli(*predict_args(scene_images, out, tiny_weights, "--export", "none"))
     assert stopped.status == 2
@@ -44,8 +49,7 @@ def test_a_video_too_long_for_the_memory_stops_once_its_frames_are_counted_writi
     tiny_weights: Path, scene_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("av")
-    monkeypatch.setattr(memory_plan, "free_memory_bytes", lambda device: 64 * MIB)
-    monkeypatch.setattr(memory_plan, "host_available_bytes", lambda: 64 * MIB)
+    limit_free_memory(monkeypatch, 64 * MIB)
     video = write_scene_video(tmp_path / "clip.mp4", scene_images)
     out = tmp_path / "out"
     with warnings.catch_warnings():
@@ -59,8 +63,7 @@ def test_a_video_too_long_for_the_memory_stops_once_its_frames_are_counted_writi
 def test_too_many_query_points_stop_before_loading_naming_the_count_that_fits(
     tiny_weights: Path, scene_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(memory_plan, "free_memory_bytes", lambda device: 2048 * MIB)
-    monkeypatch.setattr(memory_plan, "host_available_bytes", lambda: 2048 * MIB)
+    limit_free_memory(monkeypatch, 2048 * MIB)
     queries = tmp_path / "queries.npy"
     grid = np.stack(np.meshgrid(np.arange(600), np.arange(500)), axis=-1).reshape(-1, 2) * [160 / 600, 120 / 500]
     np.save(queries, grid.astype(np.float32))  # 300,000 points inside the 160x120 images
