@@ -1,0 +1,83 @@
+"""What differs between the torch_npu versions the emulation can stand in for, read from each version's wheel.
+
+tests/test_npu_conformance.py checks every field against the real wheel: op schemas against the strings of
+torch_npu/lib/libtorch_npu.so, names against the wheel's modules, limits against torch_npu/_op_plugin_docs.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from tests.npu_emulation.torch_npu import _fusion_attention, _rotary
+
+_FUSION_ATTENTION_2_1 = (
+    "npu_fusion_attention(Tensor query, Tensor key, Tensor value, int head_num, str input_layout, Tensor? pse=None, "
+    "Tensor? padding_mask=None, Tensor? atten_mask=None, float scale=1., float keep_prob=1., "
+    "int pre_tockens=2147483647, int next_tockens=2147483647, int inner_precise=0, int[]? prefix=None, "
+    "int[]? actual_seq_qlen=None, int[]? actual_seq_kvlen=None, int sparse_mode=0, bool gen_mask_parallel=True, "
+    'bool sync=False, str softmax_layout="") -> (Tensor, Tensor, Tensor, Tensor, int, int, int)'
+)
+_GELU = "npu_gelu(Tensor input, *, str approximate='none') -> Tensor"
+
+# the documented limits the emulated ops enforce (their one home is the op module; the docs of 2.1.0.post17 and
+# 2.14.0 state the same values)
+LIMITS = MappingProxyType(
+    {
+        "npu_fusion_attention.head_num": _fusion_attention._MAX_HEADS,  # Nq in 1..256
+        "npu_fusion_attention.head_dim": _fusion_attention._MAX_HEAD_DIM,  # D in 1..768
+        "npu_rotary_mul.head_dim_below": _rotary._MAX_HEAD_DIM,  # D < 896, even
+    }
+)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One torch_npu release as the emulation presents it."""
+
+    version: str
+    platform: str  # the pip --platform tag its cp310 wheel exists for
+    schemas: MappingProxyType  # op name -> schema string, as registered in libtorch_npu.so
+    absent_npu_names: frozenset[str] = field(default_factory=frozenset)  # emulated torch_npu.npu names it lacks
+    # mem_get_info(torch.device("npu")) works (index optional) or raises ValueError (index required)
+    mem_get_info_index_optional: bool = True
+    # npu_combine_tensors (the fused optimizers' flattening) rejects non-contiguous tensors
+    combine_requires_contiguous: bool = True
+
+
+PROFILES = {
+    "2.1.0.post17": Profile(
+        version="2.1.0.post17",
+        platform="manylinux2014_x86_64",
+        schemas=MappingProxyType(
+            {
+                "npu_fusion_attention": _FUSION_ATTENTION_2_1,
+                "npu_rotary_mul": (
+                    "npu_rotary_mul(Tensor input, Tensor r1, Tensor r2, str rotary_mode='half') -> Tensor"
+                ),
+                "npu_gelu": _GELU,
+            }
+        ),
+        absent_npu_names=frozenset({"set_deterministic_level"}),
+        mem_get_info_index_optional=False,
+        combine_requires_contiguous=False,
+    ),
+    "2.14.0": Profile(
+        version="2.14.0",
+        platform="manylinux_2_28_x86_64",
+        schemas=MappingProxyType(
+            {
+                "npu_fusion_attention": _FUSION_ATTENTION_2_1.replace(
+                    'str softmax_layout="")',
+                    'str softmax_layout="", Tensor? sink=None, Tensor? dropout_mask=None, int seed=0, int offset=0)',
+                ),
+                "npu_rotary_mul": (
+                    "npu_rotary_mul(Tensor input, Tensor r1, Tensor r2, str rotary_mode='half', Tensor? rotate=None) "
+                    "-> Tensor"
+                ),
+                "npu_gelu": _GELU,
+            }
+        ),
+    ),
+}
+NEWEST = "2.14.0"
