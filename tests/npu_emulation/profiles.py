@@ -26,6 +26,8 @@ LIMITS = MappingProxyType(
     {
         "npu_fusion_attention.head_num": _fusion_attention._MAX_HEADS,  # Nq in 1..256
         "npu_fusion_attention.head_dim": _fusion_attention._MAX_HEAD_DIM,  # D in 1..768
+        "npu_fusion_attention.dtypes": _fusion_attention._DTYPES,
+        "npu_rotary_mul.dtypes": _rotary._DTYPES,
         "npu_rotary_mul.head_dim_below": _rotary._MAX_HEAD_DIM,  # D < 896, even
     }
 )

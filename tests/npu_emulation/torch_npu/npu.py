@@ -15,8 +15,14 @@ from typing import Any
 import torch
 from torch._utils import _get_device_index as _torch_get_device_index
 
+__all__ = [
+    "config", "conv", "current_device", "device_count", "get_device_name", "get_deterministic_level", "is_available",
+    "is_bf16_supported", "is_jit_compile_false", "manual_seed", "manual_seed_all", "matmul", "max_memory_allocated",
+    "mem_get_info", "memory_allocated", "reset_emulation_state", "reset_peak_memory_stats", "set_compile_mode",
+    "set_deterministic_level", "set_device", "synchronize",
+]  # fmt: skip
 CARD_MEMORY_BYTES = 64 * 1024**3  # the HBM of one Atlas 800T A2 card (910B)
-EMULATION_ONLY = frozenset({"reset_emulation_state", "get_deterministic_level", "CARD_MEMORY_BYTES"})
+EMULATION_ONLY = frozenset({"reset_emulation_state", "get_deterministic_level"})
 
 config = SimpleNamespace(allow_internal_format=False)
 matmul = SimpleNamespace(allow_hf32=False)

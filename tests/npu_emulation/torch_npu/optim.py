@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+__all__ = ["NpuFusedAdamW"]
+
 _FLAT_DTYPES = (torch.float32, torch.float16)  # the index of each dtype's flat buffer; bf16 raises TypeError
 _CLIP_EPS = 1e-6
 _state = SimpleNamespace(combine_requires_contiguous=True)  # set from the selected version by the install
