@@ -50,7 +50,8 @@ def combine_tensors(tensors: list[torch.Tensor]) -> torch.Tensor | None:
     start = 0
     for tensor, size in zip(tensors, sizes):
         value = tensor.clone()
-        tensor.set_(flat.untyped_storage(), start + tensor.storage_offset(), tensor.shape, tensor.stride())
+        # .data keeps the tensor's autograd hooks (DDP's), as moving a data pointer does; set_ would replace them
+        tensor.data = flat.as_strided(tensor.shape, tensor.stride(), start + tensor.storage_offset())
         tensor.copy_(value)
         start += size
     return flat
