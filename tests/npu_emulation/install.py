@@ -24,6 +24,11 @@ _OP_IMPLEMENTATIONS = {
     "npu_gelu": _activation.npu_gelu,
 }
 
+# the names some version lacks, kept here so that an install of a version that has them puts them back
+_VERSIONED_NPU_NAMES = {
+    name: getattr(emulation.npu, name) for version in profiles.PROFILES.values() for name in version.absent_npu_names
+}
+
 
 class _DeterministicAlgorithms:
     """torch's deterministic-algorithms switch as an attribute, so that monkeypatch restores it at the end of a test
@@ -64,8 +69,12 @@ def _activate(
     setattr_(emulation.optim._state, "combine_requires_contiguous", version.combine_requires_contiguous)
     for name, schema in version.schemas.items():
         setattr_(emulation, name, bind_to_schema(schema, _OP_IMPLEMENTATIONS[name]))
-    for name in sorted(version.absent_npu_names):
-        delattr_(emulation.npu, name)
+    for name, value in sorted(_VERSIONED_NPU_NAMES.items()):
+        if name in version.absent_npu_names:
+            if hasattr(emulation.npu, name):
+                delattr_(emulation.npu, name)
+        else:
+            setattr_(emulation.npu, name, value)
     setattr_(emulation, "__version__", version.version)
     setitem(sys.modules, "torch_npu", emulation)
     setitem(sys.modules, "torch_npu.npu", emulation.npu)
