@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import vggt.memory_plan as memory_plan
 from tests.helpers import BENCHMARKS
 from vggt.config import VGGTConfig
 from vggt.memory_plan import MemoryPlanError, check_inference_memory, estimate_inference_memory, largest_fitting
+from vggt.runtime import kernels
 
 GIB = 1024**3
 
@@ -72,3 +74,29 @@ def test_estimate_is_within_its_margin_of_a_measured_cpu_peak() -> None:
     estimate = estimate_inference_memory(VGGTConfig.tiny(), 32, 224, 224, torch.float32, 8)
     predicted = estimate.device_bytes - estimate.weights_bytes - estimate.inputs_bytes  # the probe makes inputs first
     assert 0.9 * measured["working_bytes"] <= predicted <= 1.5 * measured["working_bytes"], (predicted, measured)
+
+
+def test_split_attention_costs_a_key_and_value_chunk_and_the_query_chunks_merge_buffers() -> None:
+    # 300 keys in 3 chunks of 100, 100 queries in one; 4 channels; per query 4 float32 + 2 bf16 buffers
+    assert memory_plan.split_attention_bytes(300, 100, 4, 2, 128) == 4 * (2 * 100 * 2 + 100 * (4 * 4 + 2 * 2))
+
+
+def test_npu_estimate_adds_the_split_only_beyond_the_attention_limit() -> None:
+    config, P = VGGTConfig(), 5 + 8 * 8  # 112 px
+    plain = estimate_inference_memory(config, 4096, 112, 112, torch.bfloat16)
+    split = estimate_inference_memory(config, 4096, 112, 112, torch.bfloat16, split_attention_tokens=100_000)
+    assert split.phase == "aggregator"
+    keys, key_chunk, queries = 4096 * P, math.ceil(4096 * P / 3), 8 * P  # 282,624 tokens: 3 chunks
+    extra = 1024 * (2 * key_chunk * 2 + queries * (4 * 4 + 2 * 2))
+    assert keys > 200_000 and split.device_bytes - plain.device_bytes == extra
+    roomy = estimate_inference_memory(config, 4096, 112, 112, torch.bfloat16, split_attention_tokens=keys)
+    assert roomy.device_bytes == plain.device_bytes
+
+
+def test_only_the_npu_backend_splits_attention(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VGGT_KERNELS", raising=False)
+    monkeypatch.delenv("VGGT_NPU_ATTENTION_MAX_SEQ", raising=False)
+    assert kernels.split_attention_tokens(torch.device("cpu")) is None
+    assert kernels.split_attention_tokens(torch.device("cuda", 0)) is None
+    monkeypatch.setenv("VGGT_KERNELS", "npu")
+    assert kernels.split_attention_tokens(torch.device("cpu")) == 1024 * 1024

@@ -150,3 +150,17 @@ def test_every_runtime_name_the_patched_tree_uses_exists_in_our_runtime(sections
     assert ("vggt.runtime", "configure_process") in used and ("vggt.runtime.kernels", "attention") in used
     missing = sorted(f"{m}.{n}" for m, n in used if not hasattr(importlib.import_module(m), n))
     assert not missing, f"VGGT_npu.patch uses {missing}, which vggt.runtime no longer has: update npu_patch/edits"
+
+
+def test_patched_upstream_trainer_loads_checkpoints_as_plain_data_only(sections) -> None:
+    """torch 2.1 (Ascend's) defaults torch.load to weights_only=False: a foreign checkpoint could run code on load."""
+    trainer = next(s for s in sections if s.path == "training/trainer.py")
+    hunks = re.split(r"^@@ .*@@.*$", trainer.text, flags=re.M)[1:]
+    loading = [h for h in hunks if "torch.load(" in h]
+    assert loading, "the patch does not touch upstream's checkpoint load in training/trainer.py"
+    for hunk in loading:
+        lines = hunk.splitlines()
+        removed = [line for line in lines if line.startswith("-") and "torch.load(" in line]
+        kept = [line[1:] for line in lines if line[:1] in (" ", "+") and "torch.load(" in line]
+        assert removed == ['-            checkpoint = torch.load(f, map_location="cpu")']
+        assert kept and all("weights_only=True" in line for line in kept)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import mmap
 import os
 import random
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from training.utils import distributed
 from vggt import runtime
 from vggt.runtime import device as device_module
 from vggt.runtime import npu, procfs
@@ -79,6 +81,43 @@ def test_accelerator_count_counts_the_visible_cards_of_the_default_kind(monkeypa
     assert runtime.accelerator_count("cpu") == 0
 
 
+def _strict_mem_get_info(device):
+    """mem_get_info as torch_npu <= 2.9 (and older torch.cuda) has it: an accelerator without an index is rejected."""
+    index = device if isinstance(device, int) else device.index
+    if index is None:
+        raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{device}")
+    return 7 * 2**30 + index, 64 * 2**30
+
+
+@pytest.fixture
+def two_visible_cuda_cards_current_one(monkeypatch):
+    """A CUDA runtime double: cards 0..3 visible, card 1 current, mem_get_info that needs an index."""
+    monkeypatch.delenv(device_module.DEVICE_ENV, raising=False)
+    monkeypatch.setattr(npu, "installed", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", _strict_mem_get_info)
+
+
+def test_detected_accelerator_carries_the_current_index_so_memory_queries_accept_it(
+    two_visible_cuda_cards_current_one, monkeypatch
+):
+    assert runtime.default_device() == torch.device("cuda", 1)
+    assert runtime.resolve_device("auto") == torch.device("cuda", 1)
+    assert runtime.resolve_device("cuda") == torch.device("cuda", 1)
+    assert runtime.free_memory_bytes(runtime.default_device()) == 7 * 2**30 + 1
+    monkeypatch.setenv(device_module.DEVICE_ENV, "cuda")
+    assert runtime.free_memory_bytes(runtime.default_device()) == 7 * 2**30 + 1
+
+
+def test_an_index_less_accelerator_takes_the_local_rank_and_a_named_index_is_kept(two_visible_cuda_cards_current_one):
+    assert runtime.resolve_device("cuda", local_rank=3) == torch.device("cuda", 3)
+    assert runtime.resolve_device(None, local_rank=2) == torch.device("cuda", 2)
+    assert runtime.resolve_device("cuda:0", local_rank=3) == torch.device("cuda", 0)
+    assert runtime.resolve_device("cpu", local_rank=3) == CPU
+
+
 def test_accelerator_count_of_an_installed_torch_npu_without_a_card_is_zero(torch_npu_emulation):
     assert runtime.accelerator_count("npu") == 0
 
@@ -117,8 +156,9 @@ def test_configure_process_switches_deterministic_algorithms(deterministic_flag_
     assert not torch.are_deterministic_algorithms_enabled()
 
 
-def test_npu_settings_use_binary_kernels_nd_formats_and_the_chosen_precision(torch_npu_emulation, monkeypatch):
-    monkeypatch.delenv("HCCL_DETERMINISTIC", raising=False)
+def test_npu_settings_use_binary_kernels_nd_formats_and_the_chosen_precision(
+    torch_npu_emulation, deterministic_flag_restored
+):
     shim = torch_npu_emulation.npu
     shim.set_compile_mode(jit_compile=True)
     shim.config.allow_internal_format = True
@@ -126,9 +166,60 @@ def test_npu_settings_use_binary_kernels_nd_formats_and_the_chosen_precision(tor
     assert shim.is_jit_compile_false() and shim.config.allow_internal_format is False
     assert shim.matmul.allow_hf32 is False and shim.conv.allow_hf32 is False
     assert shim.get_deterministic_level() == 1
-    assert os.environ["HCCL_DETERMINISTIC"] == "true"
     npu.configure(deterministic=False, allow_hf32=True)
     assert shim.matmul.allow_hf32 is True and shim.conv.allow_hf32 is True
+
+
+@pytest.fixture
+def torch_npu_2_14_deterministic_level(torch_npu_emulation, monkeypatch, deterministic_flag_restored):
+    """set_deterministic_level as torch_npu 2.14 has it: it sets torch's flag itself (warning when the two disagree)
+    and forbids use_deterministic_algorithms afterwards; the double records every call after it."""
+    calls_after_level: list[bool] = []
+    original = torch.use_deterministic_algorithms
+    state = {"level_set": False}
+
+    def use_deterministic_algorithms(mode, **kwargs):
+        if state["level_set"]:
+            calls_after_level.append(mode)
+        original(mode, **kwargs)
+
+    def set_deterministic_level(level):
+        if (level >= 1) != torch.are_deterministic_algorithms_enabled():
+            warnings.warn("set_deterministic_level conflicts with torch.use_deterministic_algorithms", stacklevel=2)
+            original(level >= 1)
+        state["level_set"] = True
+
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", use_deterministic_algorithms)
+    monkeypatch.setattr(torch_npu_emulation.npu, "set_deterministic_level", set_deterministic_level)
+    return calls_after_level
+
+
+def test_deterministic_npu_process_sets_torchs_flag_before_the_cann_level_and_never_after(
+    torch_npu_2_14_deterministic_level,
+):
+    torch.use_deterministic_algorithms(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no conflict warning
+        runtime.configure_process(SimpleNamespace(type="npu"), deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch_npu_2_14_deterministic_level == []
+
+
+def test_hccl_determinism_is_in_the_environment_before_the_process_group_initialises(torch_npu_emulation, monkeypatch):
+    monkeypatch.delenv("HCCL_DETERMINISTIC", raising=False)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    card = SimpleNamespace(type="npu", index=0)
+    seen: list[str | None] = []
+    monkeypatch.setattr(distributed.runtime, "resolve_device", lambda name, local_rank=None: card)
+    monkeypatch.setattr(torch_npu_emulation.npu, "set_device", lambda device: None, raising=False)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(
+        distributed.dist, "init_process_group", lambda **kwargs: seen.append(os.environ.get("HCCL_DETERMINISTIC"))
+    )
+    distributed.setup("npu", deterministic=True)
+    assert seen == ["true"]
 
 
 def test_seed_everything_makes_python_numpy_and_torch_repeat():
@@ -193,3 +284,13 @@ def test_adamw_on_npu_is_npu_fused_adamw_only_where_its_constraints_hold(torch_n
     for params, set_to_none in ((bf16, False), (fp32, True)):
         optimizer = runtime.adamw(params, npu_device, zero_grad_set_to_none=set_to_none, **adamw_kwargs())
         assert type(optimizer) is torch.optim.AdamW and optimizer.defaults["foreach"] is True
+
+
+def test_deterministic_npu_process_without_cann_levels_sets_torchs_flag(
+    torch_npu_emulation, monkeypatch, deterministic_flag_restored
+):
+    monkeypatch.delattr(torch_npu_emulation.npu, "set_deterministic_level")  # torch_npu 2.1 has none
+    runtime.configure_process(SimpleNamespace(type="npu"), deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled()
+    runtime.configure_process(SimpleNamespace(type="npu"), deterministic=False)
+    assert not torch.are_deterministic_algorithms_enabled()

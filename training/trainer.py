@@ -95,7 +95,9 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.dist = distributed.setup(cfg.device, cfg.distributed.timeout_minutes, cfg.distributed.peer_timeout_seconds)
+        self.dist = distributed.setup(
+            cfg.device, cfg.distributed.timeout_minutes, cfg.distributed.peer_timeout_seconds, cfg.deterministic
+        )
         self.device = self.dist.device
         runtime.configure_process(self.device, deterministic=cfg.deterministic, allow_tf32=cfg.allow_tf32)
         runtime.seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
@@ -129,6 +131,7 @@ class Trainer:
             betas=tuple(cfg.optim.betas),
             eps=cfg.optim.eps,
             zero_grad_set_to_none=False,
+            gradients_are_bucket_views=self.dist.world_size > 1,
         )
         self.clipper = GradientClipper(
             self.model, OmegaConf.to_container(cfg.optim.clip, resolve=True), cfg.optim.clip_rule
@@ -158,6 +161,7 @@ class Trainer:
                 self.model,
                 device_ids=[self.device.index] if self.device.type != "cpu" else None,
                 find_unused_parameters=cfg.distributed.find_unused_parameters,
+                # views save a gradient-sized copy and buffer per step; runtime.adamw then takes foreach, not NPU fused
                 gradient_as_bucket_view=True,
                 bucket_cap_mb=cfg.distributed.bucket_cap_mb,
             )

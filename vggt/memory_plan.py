@@ -11,6 +11,10 @@ of two phases, and the estimate is the larger:
   stages and two maps of `dpt_features / 2` channels at the image size); with query points also the
   tracker's feature maps of every frame.
 
+- on an NPU, global attention longer than npu_fusion_attention's limit (1M tokens) runs split over keys
+  (vggt.runtime.npu.split_attention): a contiguous key and value chunk of at most the limit, and per query
+  chunk its copy, one chunk result and the float32 merge temporaries, in the aggregator phase.
+
 Weights count once (their own dtype). Host memory holds the loaded images, the float32 prediction
 arrays and the exports; on the CPU device and host are the same memory. With N processes
 (sequence parallelism) a process holds its frames' share of everything per frame, plus the gathered
@@ -31,6 +35,7 @@ from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
 from vggt.parallel.sequence import allowed_world_sizes
 from vggt.runtime import free_memory_bytes, host_available_bytes
+from vggt.runtime.kernels import split_attention_tokens
 from vggt.weights import as_config, build_on_meta_device, config_from_json, read_config_json
 
 FLOAT32 = 4
@@ -41,6 +46,8 @@ DPT_STAGE_CHANNELS = 32 + 8  # output_conv2 hidden (32) and the interpolation / 
 AGGREGATOR_TRANSIENT_FLOAT32 = 3  # norm1, residual + attention, norm2 of a chunk (float32)
 AGGREGATOR_TRANSIENT_COMPUTE = 11  # q, attention out, proj, MLP hidden twice (4 + 4) in the compute dtype
 EXPORT_FACTOR = 2.0  # point cloud and COLMAP exports copy the dense points about twice at most
+SPLIT_QUERY_FLOAT32 = 4  # split attention, per query token: the merged sum, its two weighted terms, the cast part
+SPLIT_QUERY_COMPUTE = 2  # split attention, per query token: the contiguous query chunk, one chunk's result
 RUNTIME_BYTES = 48 * 1024**2  # the first forward's fixed cost on the CPU (kernel libraries, thread buffers), measured
 GIB = 1024**3
 
@@ -92,11 +99,14 @@ def estimate_inference_memory(
     world_size: int = 1,
     query_points: int = 0,
     weights_bytes: int | None = None,
+    split_attention_tokens: int | None = None,
 ) -> MemoryEstimate:
     """Peak memory of `model(images)` for [1, frames, 3, height, width] images under autocast to `dtype`.
 
     `weights_bytes` defaults to the float32 parameters of `config`; `world_size` > 1 estimates one process
-    of sequence-parallel inference (its ceil(frames / world_size) frames).
+    of sequence-parallel inference (its ceil(frames / world_size) frames). `split_attention_tokens`: the
+    sequence length beyond which the device's attention runs split (vggt.runtime.kernels.split_attention_tokens;
+    None: never).
     """
     compute = torch.empty((), dtype=dtype).element_size()
     local = math.ceil(frames / world_size)
@@ -111,6 +121,8 @@ def estimate_inference_memory(
     aggregator_chunk = chunk * P * C * (AGGREGATOR_TRANSIENT_FLOAT32 * FLOAT32 + AGGREGATOR_TRANSIENT_COMPUTE * compute)
     broadcast = (frames - local) * images  # vggt predict --nproc: every rank holds the whole scene's images
     aggregator = local * aggregator_frame + aggregator_chunk + broadcast
+    if split_attention_tokens is not None and frames * P > split_attention_tokens:
+        aggregator += split_attention_bytes(frames * P, chunk * P, C // world_size, compute, split_attention_tokens)
 
     heads_frame = kept + images + DENSE_OUTPUT_FLOATS * pixels * FLOAT32
     stride = config.tracker_stride
@@ -132,6 +144,15 @@ def estimate_inference_memory(
         per_frame_bytes=int(per_frame),
         phase=phase,
     )
+
+
+def split_attention_bytes(keys: int, queries: int, channels: int, compute: int, limit: int) -> int:
+    """Transient bytes of one split attention call (vggt.runtime.npu.split_attention): `keys` tokens attended by
+    `queries` tokens over `channels` (heads x head dim) in a `compute`-byte dtype, chunks of at most `limit`."""
+    key_chunk = math.ceil(keys / math.ceil(keys / limit))
+    query_chunk = math.ceil(queries / math.ceil(queries / limit))
+    per_query = SPLIT_QUERY_FLOAT32 * FLOAT32 + SPLIT_QUERY_COMPUTE * compute
+    return channels * (2 * key_chunk * compute + query_chunk * per_query)
 
 
 def largest_fitting(fits: Callable[[int], bool], upper: int) -> int:
@@ -163,19 +184,21 @@ def check_inference_memory(
     frame count, chunk size, dtype and process count that would fit instead."""
 
     weights = parameter_count(config) * FLOAT32
+    split = split_attention_tokens(device)
 
     def need(**changes: Any) -> int:
         args = {"frames": frames, "dtype": dtype, "frames_chunk_size": frames_chunk_size, "world_size": world_size}
         args.update(changes)
         e = estimate_inference_memory(
-            config, height=height, width=width, query_points=query_points, weights_bytes=weights, **args
-        )
+            config, height=height, width=width, query_points=query_points, weights_bytes=weights,
+            split_attention_tokens=split, **args,
+        )  # fmt: skip
         if device.type == "cpu":  # one memory: every process's share, the host arrays once
             return args["world_size"] * e.device_bytes + e.host_bytes
         return e.device_bytes
 
     estimate = estimate_inference_memory(
-        config, frames, height, width, dtype, frames_chunk_size, world_size, query_points, weights
+        config, frames, height, width, dtype, frames_chunk_size, world_size, query_points, weights, split
     )
     free_device, free_host = free_memory_bytes(device), host_available_bytes()
     line = (

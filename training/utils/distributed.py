@@ -31,20 +31,22 @@ class DistInfo:
         return self.rank == 0
 
 
-def setup(device_name: str | None, timeout_minutes: int = 30, peer_timeout_s: float = 60.0) -> DistInfo:
+def setup(
+    device_name: str | None, timeout_minutes: int = 30, peer_timeout_s: float = 60.0, deterministic: bool = False
+) -> DistInfo:
     """Join the process group when launched by torchrun (RANK / WORLD_SIZE set); one process otherwise.
 
     Devices come from LOCAL_RANK (one accelerator per process of a node), ranks from RANK (global across
     nodes). `peer_timeout_s`: a peer whose heartbeat stops this long ends the job (see PeerWatch).
+    `deterministic`: deterministic collectives (their environment is set before the group initialises).
     """
     global _watch
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = runtime.resolve_device(device_name)
-    if device.type != "cpu" and device.index is None:
-        device = torch.device(device.type, local_rank)  # one accelerator per local rank
+    device = runtime.resolve_device(device_name, local_rank)  # one accelerator per local rank unless named
     runtime.set_current_device(device)
+    runtime.configure_environment(device, deterministic)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
             backend=runtime.distributed_backend(device),

@@ -40,24 +40,43 @@ def _module_of_kind(kind: str) -> ModuleType | None:
     raise ValueError(f"unsupported device type {kind!r}: vggt.runtime supports cpu, cuda and npu (with torch_npu)")
 
 
-def default_device() -> torch.device:
-    """$VGGT_DEVICE if set, else an Ascend NPU (torch_npu installed, a card visible), else CUDA, else the CPU."""
+def default_device(local_rank: int | None = None) -> torch.device:
+    """$VGGT_DEVICE if set, else an Ascend NPU (torch_npu installed, a card visible), else CUDA, else the CPU.
+
+    An accelerator always carries its index (see resolve_device).
+    """
     if os.environ.get(DEVICE_ENV):
-        return resolve_device(os.environ[DEVICE_ENV])
+        return resolve_device(os.environ[DEVICE_ENV], local_rank)
+    return _with_index(torch.device(_detected_kind()), local_rank)
+
+
+def _detected_kind() -> str:
+    """The detected kind: npu when torch_npu is installed and a card is visible, else cuda when one is, else cpu."""
     if npu.installed() and npu.torch_npu().npu.is_available():
-        return torch.device("npu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+        return "npu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_device(name: str | None = None) -> torch.device:
+def _with_index(device: torch.device, local_rank: int | None) -> torch.device:
+    """`device` with an index: its own, else `local_rank`, else the current one of its kind.
+
+    torch_npu <= 2.9 (mem_get_info and others) and older torch.cuda reject an accelerator without an index.
+    """
+    if device.type == "cpu" or device.index is not None:
+        return device
+    module = accelerator_module(device)
+    return torch.device(device.type, module.current_device() if local_rank is None else local_rank)
+
+
+def resolve_device(name: str | None = None, local_rank: int | None = None) -> torch.device:
     """A usable torch.device from "cpu", "cuda:1", "npu:0" or "auto"/None (default_device()).
 
+    An accelerator named without an index ("npu", "cuda", "auto") gets `local_rank` when given (one card per
+    process of a node), else the current device's index: callers always get "npu:N" / "cuda:N".
     Raises ValueError when the device's backend is missing or has no device visible.
     """
     if name is None or name == "auto":
-        return default_device()
+        return default_device(local_rank)
     if name.startswith("npu") and not npu.installed():
         raise ValueError(f"device {name!r} needs torch_npu (and the CANN toolkit), which is not installed")
     try:
@@ -67,7 +86,7 @@ def resolve_device(name: str | None = None) -> torch.device:
     module = accelerator_module(device)
     if module is not None and not module.is_available():
         raise ValueError(f"device {name!r} is not available on this machine")
-    return device
+    return _with_index(device, local_rank)
 
 
 def accelerator_count(kind: str | None = None) -> int:
@@ -77,7 +96,7 @@ def accelerator_count(kind: str | None = None) -> int:
     to start one process per card (torchrun --nproc_per_node).
     """
     if kind is None or kind == "auto":
-        kind = default_device().type
+        kind = default_device().type if os.environ.get(DEVICE_ENV) else _detected_kind()
     if kind == "npu" and not npu.installed():
         return 0
     module = _module_of_kind(kind)
@@ -156,13 +175,16 @@ def configure_process(device: torch.device, deterministic: bool = False, allow_t
 
     NPU: binary kernels (jit_compile=False, no online compilation per shape), private storage formats
     off (ND everywhere: NZ formats have known precision issues), HF32 for float32 matmul and conv when
-    `allow_tf32`, and the CANN deterministic level when `deterministic`. CUDA: TF32 for float32
-    matmul and cuDNN conv when `allow_tf32`; cuDNN deterministic and no autotuning when
-    `deterministic`. Every device: torch.use_deterministic_algorithms(deterministic).
+    `allow_tf32`, and the CANN deterministic level when `deterministic` (torch_npu >= 2.12, whose
+    set_deterministic_level also sets torch's flag). CUDA: TF32 for float32 matmul and cuDNN conv when
+    `allow_tf32`; cuDNN deterministic and no autotuning when `deterministic`. Every device:
+    torch.use_deterministic_algorithms(deterministic), once. What the collectives read when they
+    initialise is configure_environment's, before init_process_group.
     """
     if device.type == "npu":
         npu.configure(deterministic=deterministic, allow_hf32=allow_tf32)
-    elif device.type == "cuda":
+        return
+    if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = allow_tf32
         torch.backends.cudnn.allow_tf32 = allow_tf32
         torch.backends.cudnn.deterministic = deterministic
@@ -170,6 +192,15 @@ def configure_process(device: torch.device, deterministic: bool = False, allow_t
         if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
     torch.use_deterministic_algorithms(deterministic)
+
+
+def configure_environment(device: torch.device, deterministic: bool = False) -> None:
+    """Environment the device's collective library reads when it initialises: call before init_process_group.
+
+    NPU with `deterministic`: HCCL_DETERMINISTIC=true (deterministic all-reduce on A2), unless already set.
+    """
+    if device.type == "npu" and deterministic:
+        os.environ.setdefault("HCCL_DETERMINISTIC", "true")
 
 
 # names ---------------------------------------------------------------------------------------------

@@ -29,6 +29,14 @@ def backend_for(x: torch.Tensor) -> str:
     return x.device.type if x.device.type in ("cuda", "npu") else "torch"
 
 
+def split_attention_tokens(device: torch.device) -> int | None:
+    """The longest sequence one attention call on `device` takes before it runs split (split_attention of the NPU
+    backend, vggt/runtime/npu.py); None where attention never splits."""
+    forced = os.environ.get(KERNELS_ENV)
+    backend = forced if forced else device.type
+    return npu.attention_max_seq() if backend == "npu" else None
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Softmax attention with scale 1/sqrt(D), no mask, no dropout.
 

@@ -13,6 +13,7 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _LAYOUTS = ("BNSD", "BSND", "BSH", "SBH")
 _MAX_HEADS = 256
 _MAX_HEAD_DIM = 768
+_MAX_SEQ = 1024 * 1024  # S of the query and of the key / value: 1..1M
 _STATS_WIDTH = 8  # softmax_max / softmax_sum repeat each row's value 8 times on the last dim
 
 
@@ -148,8 +149,9 @@ def npu_fusion_attention(
 
     query is (B, N1, S1, D) / (B, S1, N1, D) / (B, S1, N1*D) / (S1, B, N1*D) for BNSD / BSND / BSH / SBH, and
     key / value (same shape as each other) likewise with N2 heads and S2 tokens; N1 = head_num must be a multiple
-    of N2 (GQA: query head h reads key/value head h // (N1 / N2)). `scale` defaults to 1.0, as on the real op, so
-    callers must pass 1/sqrt(D). atten_mask (bool or uint8, True / 1 = masked out) is BNSS, B1SS, 11SS or SS.
+    of N2 (GQA: query head h reads key/value head h // (N1 / N2)); S1 and S2 are at most 1M. `scale` defaults to
+    1.0, as on the real op, so callers must pass 1/sqrt(D). atten_mask (bool or uint8, True / 1 = masked out) is
+    BNSS, B1SS, 11SS or SS.
     keep_prob < 1 drops attention probabilities with torch's default generator and rescales by 1/keep_prob.
     gen_mask_parallel and sync only choose how the NPU generates its dropout mask, so they are ignored.
 
@@ -185,6 +187,8 @@ def npu_fusion_attention(
     v = _to_bnsd(value, input_layout, head_dim, "value")
     batch, heads, s1, _ = q.shape
     kv_heads, s2 = k.shape[1], k.shape[2]
+    if not (1 <= s1 <= _MAX_SEQ and 1 <= s2 <= _MAX_SEQ):
+        raise ValueError(f"npu_fusion_attention: S must be in 1..{_MAX_SEQ} (1M), got query {s1} and key/value {s2}")
     if heads != head_num:
         raise ValueError(f"npu_fusion_attention: query has {heads} heads in {input_layout}, head_num is {head_num}")
     if k.shape[0] != batch or k.shape[-1] != head_dim:

@@ -6,6 +6,8 @@ import torch
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _MAX_HEAD_DIM = 896  # D must be below this
+_MAX_BATCH_OR_HEADS = 1000  # 'half': B and N below this; 'interleave': B * N below this (forward)
+_MAX_BACKWARD_BN = 1024  # the backward, which always computes dcos / dsin, needs B * N <= 1024
 # the documented r1/r2 layouts per x layout; a "1" is a broadcast dim, a letter must equal x's size there
 _R_LAYOUTS = {
     "BNSD": ("11SD", "B1SD", "BNSD"),
@@ -36,6 +38,14 @@ def _check_inputs(x: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor, rotary_mo
     head_dim = x.shape[-1]
     if head_dim % 2 or head_dim >= _MAX_HEAD_DIM:
         raise ValueError(f"npu_rotary_mul: the last dim D must be even and < {_MAX_HEAD_DIM}, got {head_dim}")
+    if x.dim() == 4:
+        batch, heads = _batch_and_heads(x, r1, rotary_mode)
+        if rotary_mode == "half" and (batch >= _MAX_BATCH_OR_HEADS or heads >= _MAX_BATCH_OR_HEADS):
+            raise ValueError(f"npu_rotary_mul: 'half' needs B and N below {_MAX_BATCH_OR_HEADS}, got {batch}, {heads}")
+        if rotary_mode == "interleave" and batch * heads >= _MAX_BATCH_OR_HEADS:
+            raise ValueError(
+                f"npu_rotary_mul: 'interleave' needs B * N below {_MAX_BATCH_OR_HEADS}, got {batch * heads}"
+            )
     if r1.shape != r2.shape:
         raise ValueError(f"npu_rotary_mul: r1 and r2 shapes differ: {tuple(r1.shape)} vs {tuple(r2.shape)}")
     table = _R_LAYOUTS if rotary_mode == "half" else _INTERLEAVE_R_LAYOUTS
@@ -49,6 +59,25 @@ def _check_inputs(x: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor, rotary_mo
         raise ValueError("npu_rotary_mul: r1 and r2 must lie in [-1, 1] (they are cos and sin tables)")
 
 
+def _batch_and_heads(x: torch.Tensor, r1: torch.Tensor, rotary_mode: str) -> tuple[int, int]:
+    """B and N of a 4-D input, read in the first layout (BNSD, BSND, SBND) whose r1 layouts r1 fits."""
+    table = _R_LAYOUTS if rotary_mode == "half" else _INTERLEAVE_R_LAYOUTS
+    layout = next(
+        (x_layout for x_layout, r_layouts in table.items() if any(_fits(r1.shape, x.shape, r) for r in r_layouts)),
+        "BNSD",
+    )
+    return x.shape[layout.index("B")], x.shape[layout.index("N")]
+
+
+def _refuse_large_backward(out: torch.Tensor, batch_times_heads: int) -> None:
+    """Make the backward of `out` fail as the real kernel's does beyond B * N = 1024."""
+
+    def refuse(grad: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError(f"npu_rotary_mul backward: B * N must be <= {_MAX_BACKWARD_BN}, got {batch_times_heads}")
+
+    out.register_hook(refuse)
+
+
 def npu_rotary_mul(
     input: torch.Tensor,
     r1: torch.Tensor,
@@ -57,6 +86,9 @@ def npu_rotary_mul(
     rotate: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rotary embedding of `input` (BNSD / BSND / SBND 4-D or TND 3-D, D even and < 896), same shape and dtype out.
+
+    Documented limits enforced: 'half' B, N < 1000 and 'interleave' B * N < 1000 (forward); a backward with
+    B * N > 1024 fails when it runs.
 
     'half' rotates element j with j + D/2 (rotate(x) = cat(-x2, x1), GPT-NeoX style); 'interleave' rotates 2i
     with 2i + 1 (pairs (x[2i], x[2i+1]) -> (-x[2i+1], x[2i]), GPT-J style). r1 / r2 (same shape) follow the
@@ -72,4 +104,9 @@ def npu_rotary_mul(
         rotated = torch.cat((-x2, x1), dim=-1)
     else:
         rotated = torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)
-    return (x * r1.float() + rotated * r2.float()).to(input.dtype)
+    out = (x * r1.float() + rotated * r2.float()).to(input.dtype)
+    if input.dim() == 4 and out.requires_grad:
+        batch, heads = _batch_and_heads(input, r1, rotary_mode)
+        if batch * heads > _MAX_BACKWARD_BN:
+            _refuse_large_backward(out, batch * heads)
+    return out
