@@ -228,9 +228,10 @@ class TorchNpuUses(ast.NodeVisitor):
             if isinstance(target, ast.Name) and chain:
                 self.aliases[target.id] = chain
 
-    def visit_If(self, node: ast.If) -> None:
-        test = node.test
-        guard = None
+    def guard(self, test: ast.AST) -> tuple[str, ...] | None:
+        """The chain `hasattr(<chain>, "name")` makes safe, alone or as one term of an `and`."""
+        if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+            return next((g for g in map(self.guard, test.values) if g is not None), None)
         if (
             isinstance(test, ast.Call)
             and isinstance(test.func, ast.Name)
@@ -239,9 +240,12 @@ class TorchNpuUses(ast.NodeVisitor):
             and isinstance(test.args[1], ast.Constant)
         ):
             base = self.root(test.args[0])
-            guard = None if base is None else (*base, test.args[1].value)
+            return None if base is None else (*base, test.args[1].value)
+        return None
+
+    def visit_If(self, node: ast.If) -> None:
         self.visit(node.test)
-        self.guards.append(guard)
+        self.guards.append(self.guard(node.test))
         for child in node.body:
             self.visit(child)
         self.guards.pop()

@@ -15,13 +15,14 @@ import torch
 
 from tests.npu_emulation import profiles
 from tests.npu_emulation import torch_npu as emulation
-from tests.npu_emulation.torch_npu import _activation, _fusion_attention, _rotary
+from tests.npu_emulation.torch_npu import _activation, _fusion_attention, _infer_attention, _rotary
 from tests.npu_emulation.torch_npu._schema import bind_to_schema
 
 _OP_IMPLEMENTATIONS = {
     "npu_fusion_attention": _fusion_attention.npu_fusion_attention,
     "npu_rotary_mul": _rotary.npu_rotary_mul,
     "npu_gelu": _activation.npu_gelu,
+    "npu_fused_infer_attention_score": _infer_attention.npu_fused_infer_attention_score,
 }
 
 # the names some version lacks, kept here so that an install of a version that has them puts them back

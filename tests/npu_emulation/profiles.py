@@ -19,6 +19,20 @@ _FUSION_ATTENTION_2_1 = (
     'bool sync=False, str softmax_layout="") -> (Tensor, Tensor, Tensor, Tensor, int, int, int)'
 )
 _GELU = "npu_gelu(Tensor input, *, str approximate='none') -> Tensor"
+_INFER_ATTENTION = (  # the same in both versions
+    "npu_fused_infer_attention_score(Tensor query, Tensor key, Tensor value, *, Tensor? pse_shift=None, "
+    "Tensor? atten_mask=None, SymInt[]? actual_seq_lengths=None, SymInt[]? actual_seq_lengths_kv=None, "
+    "Tensor? dequant_scale1=None, Tensor? quant_scale1=None, Tensor? dequant_scale2=None, Tensor? quant_scale2=None, "
+    "Tensor? quant_offset2=None, Tensor? antiquant_scale=None, Tensor? antiquant_offset=None, "
+    "Tensor? key_antiquant_scale=None, Tensor? key_antiquant_offset=None, Tensor? value_antiquant_scale=None, "
+    "Tensor? value_antiquant_offset=None, Tensor? block_table=None, Tensor? query_padding_size=None, "
+    "Tensor? kv_padding_size=None, Tensor? key_shared_prefix=None, Tensor? value_shared_prefix=None, "
+    "SymInt[]? actual_shared_prefix_len=None, Tensor? query_rope=None, Tensor? key_rope=None, "
+    "Tensor? key_rope_antiquant_scale=None, int num_heads=1, float scale=1.0, int pre_tokens=2147483647, "
+    'int next_tokens=2147483647, str input_layout="BSH", int num_key_value_heads=0, int sparse_mode=0, '
+    "int inner_precise=0, int block_size=0, int antiquant_mode=0, int key_antiquant_mode=0, "
+    "int value_antiquant_mode=0, bool softmax_lse_flag=False) -> (Tensor, Tensor)"
+)
 
 # the documented limits the emulated ops enforce (their one home is the op module; the docs of 2.1.0.post17 and
 # 2.14.0 state the same values)
@@ -58,6 +72,7 @@ PROFILES = {
                     "npu_rotary_mul(Tensor input, Tensor r1, Tensor r2, str rotary_mode='half') -> Tensor"
                 ),
                 "npu_gelu": _GELU,
+                "npu_fused_infer_attention_score": _INFER_ATTENTION,
             }
         ),
         absent_npu_names=frozenset({"set_deterministic_level"}),
@@ -78,6 +93,7 @@ PROFILES = {
                     "-> Tensor"
                 ),
                 "npu_gelu": _GELU,
+                "npu_fused_infer_attention_score": _INFER_ATTENTION,
             }
         ),
     ),

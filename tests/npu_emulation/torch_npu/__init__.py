@@ -10,6 +10,7 @@ against the real wheels. Numbers it produces are the documented formulas in fp32
 from . import npu, optim
 from ._activation import npu_gelu
 from ._fusion_attention import npu_fusion_attention
+from ._infer_attention import npu_fused_infer_attention_score
 from ._rotary import npu_rotary_mul
 
-__all__ = ["npu", "npu_fusion_attention", "npu_gelu", "npu_rotary_mul", "optim"]
+__all__ = ["npu", "npu_fused_infer_attention_score", "npu_fusion_attention", "npu_gelu", "npu_rotary_mul", "optim"]
