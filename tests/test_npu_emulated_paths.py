@@ -18,6 +18,7 @@ from tests.helpers import free_port
 from tests.npu_emulation import ddp_fused_step, profiles
 from tests.npu_emulation.install import install_torch_npu_emulation
 from tests.npu_emulation.torch_npu import _fusion_attention, _rotary
+from tests.training_helpers import small_overrides
 from training.data.synthetic import generate_scenes
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
@@ -161,3 +162,54 @@ def test_rotary_backward_over_a_lowered_batch_times_heads_limit_gives_the_unspli
     assert split.keys() == unsplit.keys()
     for name, expected in unsplit.items():
         torch.testing.assert_close(split[name], expected, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def training_args(scenes_dir: Path, run_dir: Path) -> list[str]:
+    """The synthetic preset shrunk to 2 steps of the camera loss (every parameter the loss reaches gets a grad)."""
+    return ["-m", "training.launch", "--config-name", "synthetic", *small_overrides(scenes_dir, run_dir)] + [
+        "max_epochs=1", "limit_train_batches=2", "data.val=null", "model.enable_depth=false", "loss.depth=null",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+def test_two_process_training_refuses_the_fused_npu_optimizer_over_ddp_bucket_views(version, scenes_dir, tmp_path):
+    """Selected on the CPU by VGGT_OPTIMIZER, NpuFusedAdamW under the trainer's DDP (bucket views) stops at setup,
+    naming the conflict and what to use, instead of flattening whole buckets (see the bucket-view test above)."""
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
+    command = [*launcher, "-m", "tests.npu_emulation.run", "--profile", version]
+    result = subprocess.run(
+        [*command, *training_args(scenes_dir, tmp_path / "run")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**ENV, "VGGT_OPTIMIZER": "npu_fused"},
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "DDP gradient bucket views" in output and "VGGT_OPTIMIZER=foreach" in output, output[-3000:]
+    assert "must match the size" not in output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+def test_one_process_training_with_the_fused_npu_optimizer_ends_where_torch_adamw_does(version, scenes_dir, tmp_path):
+    runs = {}
+    for optimizer in ("npu_fused", "torch"):
+        command = [sys.executable, "-m", "tests.npu_emulation.run", "--profile", version]
+        result = subprocess.run(
+            [*command, *training_args(scenes_dir, tmp_path / optimizer)],
+            cwd=ROOT, capture_output=True, text=True, timeout=600, env={**ENV, "VGGT_OPTIMIZER": optimizer},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[optimizer] = torch.load(tmp_path / optimizer / "ckpts" / "checkpoint.pt", weights_only=True)
+    fused_state, adamw_state = (runs[o]["optimizer"]["state"] for o in ("npu_fused", "torch"))
+    assert {type(s["step"]) for s in fused_state.values()} == {int}  # the fused optimizer's counter, not a tensor
+    assert {type(s["step"]) for s in adamw_state.values()} == {torch.Tensor}
+    for key, expected in runs["torch"]["model"].items():
+        torch.testing.assert_close(runs["npu_fused"]["model"][key], expected, rtol=1e-4, atol=1e-6, msg=key)
