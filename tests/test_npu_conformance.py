@@ -356,12 +356,18 @@ def documented_limits(docs: str) -> dict[str, object]:
     attention, rotary = op_doc(docs, "npu_fusion_attention"), op_doc(docs, "npu_rotary_mul")
     dtypes = re.search(r"query: Tensor类型, 数据类型支持([\w、]+)", attention).group(1).split("、")
     rotary_dtypes = re.search(r"input：必选输入，4维Tensor，数据类型([\w, ]+)", rotary).group(1).split(", ")
-    half = re.search(r"half模式：\s*input: layout支持: [^;]+; D < (\d+)，且为2的倍数;", rotary)
+    half = re.search(
+        r"half模式：\s*input: layout支持: [^;]+; D < (\d+)，且为2的倍数; B, N < (\d+); [^，]+，B\*N <= (\d+)", rotary
+    )
+    seq = re.search(r"S: sequence length, 取值范围1~(\d+)M", attention)  # M: 1024 * 1024 tokens
     return {
         "npu_fusion_attention.head_num": int(re.search(r"Nq取值范围1~(\d+)", attention).group(1)),
         "npu_fusion_attention.head_dim": int(re.search(r"D: Head Dim[^\n]*?取值范围1~(\d+)", attention).group(1)),
         "npu_fusion_attention.dtypes": tuple(getattr(torch, name) for name in dtypes),
+        "npu_fusion_attention.seq": int(seq.group(1)) * 1024 * 1024,
         "npu_rotary_mul.head_dim_below": int(half.group(1)),
+        "npu_rotary_mul.batch_or_heads_below": int(half.group(2)),
+        "npu_rotary_mul.backward_batch_times_heads": int(half.group(3)),
         "npu_rotary_mul.dtypes": tuple(getattr(torch, name.strip()) for name in rotary_dtypes),
     }
 

@@ -40,9 +40,12 @@ LIMITS = MappingProxyType(
     {
         "npu_fusion_attention.head_num": _fusion_attention._MAX_HEADS,  # Nq in 1..256
         "npu_fusion_attention.head_dim": _fusion_attention._MAX_HEAD_DIM,  # D in 1..768
+        "npu_fusion_attention.seq": _fusion_attention._MAX_SEQ,  # S in 1..1M
         "npu_fusion_attention.dtypes": _fusion_attention._DTYPES,
         "npu_rotary_mul.dtypes": _rotary._DTYPES,
         "npu_rotary_mul.head_dim_below": _rotary._MAX_HEAD_DIM,  # D < 896, even
+        "npu_rotary_mul.batch_or_heads_below": _rotary._MAX_BATCH_OR_HEADS,  # 'half': B, N < 1000
+        "npu_rotary_mul.backward_batch_times_heads": _rotary._MAX_BACKWARD_BN,  # with dcos / dsin: B * N <= 1024
     }
 )
 
