@@ -160,8 +160,9 @@ def launch(nproc: int, device_name: str, run: Callable[[], Any]) -> None:
         except KeyboardInterrupt:  # a stop signal: the ranks must end (and rank 0 roll back) before this process
             _stop_ranks(ranks.processes)
             raise
-        except mp.ProcessRaisedException:  # the others are stopped; hand back a rank's bad-input error
-            # a peer's lost connection may be reported first: look at every rank's error, not just the first to fail
+        except (mp.ProcessRaisedException, mp.ProcessExitedException):  # the others are stopped: a bad-input error?
+            # a peer's lost connection may be reported first (an exception, or gloo aborting it): look at every
+            # rank's error file, not just the first rank to fail; each is written before its group is destroyed
             for rank in range(nproc):
                 message = _error_file(init_file, rank)
                 if message.is_file():
