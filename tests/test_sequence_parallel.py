@@ -16,14 +16,15 @@ from vggt.runtime import distributed_backend
 from vggt.synthetic_weights import synthetic_model
 
 H, W = 140, 168
-QUERY_POINTS = torch.tensor([[20.0, 30.0], [100.5, 70.25], [150.0, 10.0]])
+QUERY_POINTS = torch.tensor([[20.0, 30.0], [100.5, 70.25], [150.0, 10.0]], dtype=torch.float64)
 # (frames, with query points): S divisible by 2 and not, each with and without query points
 CASES = ((4, True), (4, False), (3, True), (3, False), (5, False))
 DENSE = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
 
 
 def scene(frames: int) -> torch.Tensor:
-    return torch.rand(frames, 3, H, W, generator=torch.Generator().manual_seed(frames))
+    """[S, 3, H, W] float64 images."""
+    return torch.rand(frames, 3, H, W, generator=torch.Generator().manual_seed(frames), dtype=torch.float64)
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
@@ -35,7 +36,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         timeout=datetime.timedelta(seconds=120),  # a lost peer fails the test instead of hanging it
     )
     torch.set_num_threads(1)
-    model = synthetic_model(VGGTConfig.small_reference())
+    model = synthetic_model(VGGTConfig.small_reference()).double()
     for frames, with_queries in CASES:
         start, end = shard_frames(frames, world)[rank]
         out = sequence_parallel_forward(
@@ -61,8 +62,10 @@ def test_process_count_that_does_not_divide_the_heads_is_refused_with_the_counts
 
 @pytest.mark.slow
 def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
+    """In float64, where the split's other summation order costs about 1e-15: in float32 the tracker amplifies it
+    by an amount that depends on the CPU's kernels (vis 0.066 apart on an AVX2-only CPU)."""
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    model = synthetic_model(VGGTConfig.small_reference())
+    model = synthetic_model(VGGTConfig.small_reference()).double()
     for frames, with_queries in CASES:
         queries = QUERY_POINTS if with_queries else None
         with torch.no_grad():
@@ -74,9 +77,8 @@ def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
             for key in DENSE:
                 scale = max(1.0, single[key].abs().max().item())
                 worst = (parallel[key] - single[key]).abs().max().item()
-                assert worst <= 1e-4 * scale, f"{label} {key}: {worst:.3e}"
-            if with_queries:  # the reference README's tolerances for tracks
-                error = (parallel["track"] - single["track"]).abs()
-                assert error.max() <= 1.0 and error.mean() <= 0.2, label
+                assert worst <= 1e-10 * scale, f"{label} {key}: {worst:.3e}"
+            if with_queries:
+                assert (parallel["track"] - single["track"]).abs().max() <= 1e-9, label  # pixels
                 for key in ("vis", "conf"):
-                    assert (parallel[key] - single[key]).abs().max() <= 0.05, f"{label} {key}"
+                    assert (parallel[key] - single[key]).abs().max() <= 1e-10, f"{label} {key}"
