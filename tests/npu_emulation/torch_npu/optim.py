@@ -207,7 +207,10 @@ class NpuFusedAdamW(torch.optim.Optimizer):
                     torch.max(state["max_exp_avg_sq"], second, out=state["max_exp_avg_sq"])
                     second = state["max_exp_avg_sq"]
                 denom = (second.sqrt() / math.sqrt(correction2)).add_(group["eps"])
-                param.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / correction1)
+                if param.dtype == torch.float16:  # torch 2.1 has no float16 addcdiv on the CPU
+                    param.add_(state["exp_avg"] / denom, alpha=-group["lr"] / correction1)
+                else:
+                    param.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / correction1)
         return loss
 
     @torch.no_grad()
