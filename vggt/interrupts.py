@@ -3,8 +3,10 @@
 Python turns only SIGINT into an exception (KeyboardInterrupt); SIGTERM (`kill`, `timeout`, job schedulers) and
 SIGHUP (a closed terminal) end the process at once, skipping every `finally`, so `vggt predict` would leave its
 staging directory behind. Inside `stop_signals_raise()` the first of these signals raises `Interrupted` in the main
-thread; it is a KeyboardInterrupt, so everything that already cleans up after Ctrl-C does so for all three. Later
-signals are ignored until the block ends, so that a second Ctrl-C cannot break off that clean-up half-way.
+thread; it is a KeyboardInterrupt, so everything that already cleans up after Ctrl-C does so for all three. An
+error that leaves the block after a stop signal is reported as that Interrupted (code that called back into Python
+may have swallowed it into an error of its own). Later signals are ignored until the block ends, so that a second
+Ctrl-C cannot break off that clean-up half-way.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ def stop_signals_raise() -> Iterator[None]:
     _active.set()
     try:
         yield
+    except Exception as err:
+        if received:  # raised inside a library that turned Interrupted into an error of its own (safetensors' loader)
+            raise Interrupted(received[0]) from err
+        raise
     finally:
         for number, handler in previous.items():  # None: a handler not set from Python, i.e. the default
             signal.signal(number, signal.SIG_DFL if handler is None else handler)

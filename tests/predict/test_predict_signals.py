@@ -56,6 +56,22 @@ def snapshot(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
+def test_a_signal_that_a_library_turned_into_its_own_error_is_still_reported_as_the_signal() -> None:
+    """safetensors' loader, interrupted inside a callback into Python, raises a ValueError of its own (seen in CI)."""
+
+    def library_call() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except Interrupted as err:
+            raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'") from err
+
+    with pytest.raises(Interrupted) as stopped:
+        with stop_signals_raise():
+            library_call()
+    assert stopped.value.exit_status == 143 and isinstance(stopped.value.__cause__, ValueError)
+
+
 def test_sigterm_inside_predict_rolls_back_and_reports_one_line(
     tiny_weights: Path, scene_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
