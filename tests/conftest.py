@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -11,6 +12,10 @@ import torch
 from tests.npu_emulation.install import install_torch_npu_emulation
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
+from vggt.runtime.precision import CPU_BF16_ENV
+
+# `--dtype auto` follows the CPU's bf16 instructions; the suite (and its subprocesses) runs the same on every CPU
+os.environ.setdefault(CPU_BF16_ENV, "0")
 
 
 @pytest.fixture

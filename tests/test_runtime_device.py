@@ -243,7 +243,8 @@ def test_autocast_runs_matmuls_in_the_requested_dtype_and_can_be_disabled_inside
         assert (a @ a).dtype == torch.float32
 
 
-def test_parse_dtype_names_and_auto():
+def test_parse_dtype_names_and_auto(monkeypatch):
+    monkeypatch.setenv("VGGT_CPU_BF16", "1")
     assert runtime.parse_dtype("auto", CPU) == torch.bfloat16 == runtime.preferred_amp_dtype(CPU)
     assert runtime.parse_dtype(None, CPU) == torch.float32
     assert runtime.parse_dtype("float16", CPU) == torch.float16

@@ -181,7 +181,9 @@ def add_model_arguments(group: argparse._ArgumentGroup) -> None:
         "--dtype",
         default="auto",
         choices=("auto", "float32", "bfloat16", "float16"),
-        help="autocast dtype; auto: bfloat16 (float16 where unsupported) on accelerators, float32 on the CPU",
+        help="autocast dtype; auto: bfloat16 where the device computes it natively (Atlas A2 NPUs, CUDA sm80+, CPUs "
+        "with AMX-BF16 or AVX512-BF16: outputs then differ from float32 within 1e-2 relative), else float16 on "
+        "accelerators and float32 on the CPU; the choice is printed. VGGT_CPU_BF16=0/1 overrides the CPU detection",
     )
     group.add_argument(
         "--resolution",

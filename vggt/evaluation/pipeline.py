@@ -22,8 +22,16 @@ from vggt.evaluation.sequences import (
     select_co3d,
     select_custom,
 )
-from vggt.predict.inference import inference_dtype, load_model
-from vggt.runtime import configure_process, device_name, preferred_amp_dtype, resolve_device, seed_everything
+from vggt.predict.inference import load_model
+from vggt.runtime import (
+    bf16_supported,
+    configure_process,
+    describe_dtype_choice,
+    device_name,
+    parse_dtype,
+    resolve_device,
+    seed_everything,
+)
 from vggt.scenes.co3d_files import SEEN_CATEGORIES
 from vggt.weights import resolve_source
 
@@ -112,7 +120,7 @@ def differences_from_published(
             f"{len(selection.non_finite)} sequences with a non-finite ground-truth camera left out, e.g. "
             f"{selection.non_finite[0]} (published: kept, their pairs scored from NaN)"
         )
-    expected = preferred_amp_dtype(device)
+    expected = torch.bfloat16 if bf16_supported(device) else torch.float16  # published: bf16 (fp16 before sm80)
     if dtype != expected:
         differences.append(
             f"dtype {str(dtype).removeprefix('torch.')} (published: {str(expected).removeprefix('torch.')})"
@@ -123,7 +131,7 @@ def differences_from_published(
 def run_evaluation(options: EvalOptions) -> dict[str, Any]:
     """Evaluate options.model on the dataset; returns the report (also written to options.out when given)."""
     device = resolve_device(options.device)
-    dtype = inference_dtype(options.dtype, device)
+    dtype = parse_dtype(options.dtype, device)
     configure_process(device, allow_tf32=False)  # the protocol runs without TF32 / HF32
     seed_everything(options.seed)  # once, before the first category, as published
     if options.dataset == "co3d":
@@ -140,6 +148,7 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
         )
     weights_file, _ = resolve_source(options.model)
     model = load_model(options.model, options.config)
+    print(f"evaluating on {device} in {describe_dtype_choice(options.dtype, device)}")
     groups = evaluate(model, selection.sequences, device, dtype, options.resolution)
     rows = {name: group.summary() for name, group in groups.items()}
     report: dict[str, Any] = {

@@ -13,7 +13,7 @@ import torch
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
 from vggt.predict.cameras import camera_validity
-from vggt.runtime import autocast, parse_dtype, preferred_amp_dtype
+from vggt.runtime import autocast
 from vggt.utils.geometry import unproject_depth_map_to_point_map
 from vggt.utils.pose_enc import pose_encoding_to_extri_intri
 from vggt.weights import WeightsMismatchError
@@ -49,13 +49,6 @@ def load_model(source: str | Path, config: VGGTConfig | dict[str, Any] | str | N
             f"{source}: predict needs the camera and depth heads, but the model has no {', '.join(missing)}"
         )
     return model
-
-
-def inference_dtype(name: str, device: torch.device) -> torch.dtype:
-    """--dtype: "auto" is float32 on the CPU (bf16 there is slow and buys nothing) and bf16 / fp16 elsewhere."""
-    if name == "auto":
-        return torch.float32 if device.type == "cpu" else preferred_amp_dtype(device)
-    return parse_dtype(name, device)
 
 
 ModelForward = Callable[[VGGT, torch.Tensor, "torch.Tensor | None", int], dict[str, Any]]

@@ -26,7 +26,7 @@ from vggt.predict.geometry import (
     transform_arrays,
 )
 from vggt.predict.glb import import_trimesh, write_glb
-from vggt.predict.inference import inference_dtype, load_model, run_model
+from vggt.predict.inference import load_model, run_model
 from vggt.predict.inputs import InputSource, resolve_inputs
 from vggt.predict.ownership import MANIFEST_NAME, check_output
 from vggt.predict.ply import write_ply
@@ -34,7 +34,7 @@ from vggt.predict.points import PointCloud, confident_points
 from vggt.predict.render import write_previews
 from vggt.predict.staging import recover_interrupted, staged_output
 from vggt.predict.video import extract_frames, import_av
-from vggt.runtime import configure_process
+from vggt.runtime import configure_process, describe_dtype_choice, parse_dtype
 from vggt.utils.load_fn import PATCH_SIZE, PreprocessTransform, load_and_preprocess_images_with_transforms
 
 EXPORTS = ("depth", "ply", "glb", "colmap", "preview")
@@ -244,7 +244,7 @@ def predict(options: PredictOptions) -> PredictSummary | None:
     queries = None if options.query_points is None else read_query_points(options.query_points)
     device = process_device(options.device)
     configure_process(device)
-    dtype = inference_dtype(options.dtype, device)
+    dtype = parse_dtype(options.dtype, device)
 
     def check_memory(frames: int) -> None:
         """Print the memory estimate (rank 0); too little memory stops the run (MemoryPlanError) unless disabled."""
@@ -283,7 +283,8 @@ def predict(options: PredictOptions) -> PredictSummary | None:
             paths, options.mode, options.resolution, progress=True
         )
         query_tensor = None if queries is None else _query_points_in_model(queries, transforms[0], options.query_points)
-        print(f"running VGGT on {len(images)} frames of {images.shape[-2]}x{images.shape[-1]} ({device}, {dtype})")
+        precision = describe_dtype_choice(options.dtype, device)
+        print(f"running VGGT on {len(images)} frames of {images.shape[-2]}x{images.shape[-1]} ({device}, {precision})")
         arrays = run_model(model, images, device, dtype, options.frames_chunk_size, query_tensor, scene_forward())
         _report_invalid_cameras(arrays, names, options.strict)
         arrays.update(_original_geometry(arrays, transforms, names))

@@ -8,6 +8,8 @@ so everything here goes through `torch.autocast(device_type=...)`.
 from __future__ import annotations
 
 import contextlib
+import os
+from pathlib import Path
 
 import torch
 
@@ -36,9 +38,53 @@ def bf16_supported(device: torch.device) -> bool:
     return True
 
 
+CPU_BF16_ENV = "VGGT_CPU_BF16"  # 1 / 0 overrides the detection (tests; a CPU that reports its flags wrongly)
+PROC_CPUINFO = Path("/proc/cpuinfo")
+CPU_BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
+
+
+def cpu_bf16_instructions() -> str | None:
+    """Which bf16 instructions this CPU computes natively ("AMX-BF16", "AVX512-BF16"), None where it has none.
+
+    bf16 without them is emulated in fp32 and slower than fp32 itself. torch >= 2.3 says so through private
+    `torch.cpu._is_amx_tile_supported` / `_is_avx512_bf16_supported`; older torch through /proc/cpuinfo's flags.
+    """
+    forced = os.environ.get(CPU_BF16_ENV)
+    if forced is not None:
+        if forced not in ("0", "1"):
+            raise ValueError(f"{CPU_BF16_ENV}={forced!r}: use 1 (bf16 is native here) or 0 (it is not)")
+        return f"{CPU_BF16_ENV}=1" if forced == "1" else None
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    if amx is not None and avx512_bf16 is not None:
+        return "AMX-BF16" if amx() else "AVX512-BF16" if avx512_bf16() else None
+    flags = set()
+    if PROC_CPUINFO.is_file():
+        for line in PROC_CPUINFO.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.partition(":")[2].split())
+                break
+    return next((name for flag, name in CPU_BF16_FLAGS.items() if flag in flags), None)
+
+
 def preferred_amp_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 where `device` supports it, else float16."""
+    """The dtype `auto` means: bfloat16 where `device` computes it natively; elsewhere float16 on accelerators
+    (with loss scaling in training) and float32 on a CPU (bf16 emulated there is slower than fp32)."""
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_bf16_instructions() else torch.float32
     return torch.bfloat16 if bf16_supported(device) else torch.float16
+
+
+def describe_dtype_choice(name: str | torch.dtype | None, device: torch.device) -> str:
+    """One line saying which dtype `name` gives on `device` and, for auto, why (the choice is printed)."""
+    dtype = str(parse_dtype(name, device)).removeprefix("torch.")
+    if name != "auto":
+        return dtype
+    if device.type != "cpu":
+        return f"{dtype} (auto)"
+    instructions = cpu_bf16_instructions()
+    reason = f"this CPU has {instructions}" if instructions else "no AMX-BF16 or AVX512-BF16 on this CPU"
+    return f"{dtype} (auto: {reason})"
 
 
 def parse_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
