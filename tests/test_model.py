@@ -149,6 +149,28 @@ def test_bf16_autocast_keeps_camera_depth_and_points_in_float32(tiny_model, imag
     assert torch.isfinite(out["track"]).all()
 
 
+@pytest.mark.parametrize(("heads_under_autocast", "expected"), [(False, torch.float32), (True, torch.bfloat16)])
+def test_heads_compute_in_float32_under_autocast_unless_told_to_follow_it(
+    tiny_model, images, heads_under_autocast, expected
+):
+    computed = []
+    hooks = [
+        module.register_forward_hook(lambda module, args, output: computed.append(output.dtype))
+        for head in (tiny_model.camera_head, tiny_model.depth_head, tiny_model.point_head)
+        for module in head.modules()
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))
+    ]
+    tiny_model.heads_under_autocast = heads_under_autocast
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = tiny_model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert computed and set(computed) == {expected}
+    assert all(torch.isfinite(out[key]).all() for key in ("pose_enc", "depth", "world_points"))
+
+
 def test_activation_checkpointing_gives_the_same_gradients(images):
     torch.manual_seed(0)
     model = VGGT(config=VGGTConfig.tiny(), enable_track=False).train()

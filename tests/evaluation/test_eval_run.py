@@ -207,3 +207,13 @@ def test_bf16_evaluation_runs_and_leaves_other_files_in_out_alone(scenes, tiny_w
     assert report["runtime"]["dtype"] == "bfloat16"
     assert not any(d.startswith("dtype") for d in report["differences_from_published"])
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_bf16_heads_are_recorded_as_a_departure_from_the_protocol(scenes, tiny_weights, tmp_path):
+    out = tmp_path / "res"
+    result = run_cli(*co3d_args(scenes, tiny_weights, out, "--dtype", "bfloat16", "--heads-autocast"))
+    assert result.status == 0, result.stderr
+    report = json.loads((out / "co3d_eval.json").read_text())
+    assert report["runtime"]["heads_autocast"] is True
+    assert any(d.startswith("--heads-autocast") for d in report["differences_from_published"])
+    assert "bfloat16" in result.stdout

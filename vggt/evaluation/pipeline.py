@@ -46,6 +46,7 @@ class EvalOptions:
     device: str = "auto"
     dtype: str = "auto"
     resolution: int = 518
+    heads_autocast: bool = False  # camera, depth and point heads in the autocast dtype too
     num_frames: int = 10
     min_frames: int = 50
     seed: int = 0
@@ -125,6 +126,8 @@ def differences_from_published(
         differences.append(
             f"dtype {str(dtype).removeprefix('torch.')} (published: {str(expected).removeprefix('torch.')})"
         )
+    if options.heads_autocast and dtype != torch.float32:
+        differences.append("--heads-autocast: camera and depth heads in the autocast dtype (published: float32)")
     return differences
 
 
@@ -147,7 +150,7 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
             "evaluate"
         )
     weights_file, _ = resolve_source(options.model)
-    model = load_model(options.model, options.config)
+    model = load_model(options.model, options.config, options.heads_autocast)
     print(f"evaluating on {device} in {describe_dtype_choice(options.dtype, device)}")
     groups = evaluate(model, selection.sequences, device, dtype, options.resolution)
     rows = {name: group.summary() for name, group in groups.items()}
@@ -164,6 +167,7 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
             "device": str(device),
             "device_name": device_name(device),
             "dtype": dtype_name(dtype),
+            "heads_autocast": options.heads_autocast,
             "tf32": False,
             "torch": torch.__version__,
             "vggt_npu": vggt.__version__,

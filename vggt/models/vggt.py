@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,9 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         self.point_head = dense_head(4, "inv_log") if c.enable_point else None
         self.depth_head = dense_head(2, "exp") if c.enable_depth else None
         self.track_head = TrackHead(c) if c.enable_track else None
+        # False: the camera, depth and point heads compute in float32 under any autocast (as upstream on a GPU);
+        # True: they follow the caller's autocast (upstream on a CPU does, since its CUDA-only off switch misses it)
+        self.heads_under_autocast = False
 
     def forward(
         self, images: torch.Tensor, query_points: torch.Tensor | None = None, frames_chunk_size: int | None = 8
@@ -93,8 +97,8 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         images, query_points = self.check_inputs(images, query_points)
         tokens, patch_start_idx = self.aggregator(images, frames_chunk_size=frames_chunk_size)
         predictions: dict[str, Any] = {}
-        # camera, depth and point heads run in float32 whatever autocast the caller set (as upstream)
-        with autocast_disabled(images.device):
+        heads_precision = contextlib.nullcontext() if self.heads_under_autocast else autocast_disabled(images.device)
+        with heads_precision:
             if self.camera_head is not None:
                 pose_enc_list = self.camera_head(tokens)
                 predictions["pose_enc"] = pose_enc_list[-1]

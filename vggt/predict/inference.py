@@ -22,8 +22,11 @@ REQUIRED_HEADS = ("camera_head", "depth_head")
 NUMPY_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "images", "track", "vis", "conf")
 
 
-def load_model(source: str | Path, config: VGGTConfig | dict[str, Any] | str | None) -> VGGT:
+def load_model(
+    source: str | Path, config: VGGTConfig | dict[str, Any] | str | None, heads_under_autocast: bool = False
+) -> VGGT:
     """VGGT.from_pretrained(source); heads the checkpoint has no weights for are disabled with a warning.
+    `heads_under_autocast` lets the camera, depth and point heads compute in the autocast dtype (--heads-autocast).
 
     Training checkpoints often hold only the heads that were trained (camera and depth); predict needs those two.
     """
@@ -43,6 +46,7 @@ def load_model(source: str | Path, config: VGGTConfig | dict[str, Any] | str | N
         flags = {f"enable_{head.removesuffix('_head')}": False for head in absent}
         model = VGGT.from_pretrained(source, config=config, **flags)
         warnings.warn(f"{source} has no weights for {', '.join(absent)}; running without them", stacklevel=2)
+    model.heads_under_autocast = heads_under_autocast
     missing = [head for head in REQUIRED_HEADS if getattr(model, head) is None]
     if missing:
         raise ValueError(

@@ -86,6 +86,7 @@ class PredictOptions:
     overwrite: bool = False
     strict: bool = False  # a frame without a usable camera is an error instead of a warning
     memory_check: bool = True  # stop before loading when the memory estimate exceeds what is free
+    heads_autocast: bool = False  # camera, depth and point heads in the autocast dtype too
 
 
 @dataclass
@@ -259,7 +260,7 @@ def predict(options: PredictOptions) -> PredictSummary | None:
     def load() -> VGGT:
         if not is_helper_rank():
             print(f"loading the model from {options.model}")
-        model = load_model(options.model, options.config)
+        model = load_model(options.model, options.config, options.heads_autocast)
         if queries is not None and model.track_head is None:
             raise ValueError("--query-points needs the track head, and this model has none")
         return model
