@@ -21,8 +21,17 @@ Several --frames, or --upstream-python PY (with --upstream-dir), run each count 
 and (with PY) upstream's, print one JSON row per run and a last JSON line with the working MB per added
 frame of each (first to last count).
 
+Speed like for like: --time-parts K times the aggregator and the camera + depth + point heads apart, K times
+after one warm-up, both models called the same way (aggregator under the autocast of --dtype, then the heads with
+autocast off, as upstream runs them on a GPU; upstream's own off switch is CUDA-only and misses CPU autocast).
+--heads-autocast runs the heads under the autocast instead (upstream on a CPU as it stands; ours with
+--heads-autocast). With --upstream-python, --rounds R repeats ours and upstream's back to back R times, and the last
+line gives each side's median and minimum seconds per part and upstream's median over ours.
+
 Examples:
     python benchmarks/working_memory.py --config vggt_1b --frames 32 --height 112 --width 112
+    python benchmarks/working_memory.py --frames 8 --height 224 --width 224 --dtype bfloat16 --time-parts 2 \
+        --rounds 3 --threads 2 --upstream-dir ../vggt --upstream-python ../venv/bin/python
     python benchmarks/working_memory.py --frames 32 64 --upstream-dir ../vggt --upstream-python ../venv/bin/python
 """
 
@@ -97,6 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="sequence-parallel over this many gloo processes; the row reports the largest rank (default: 1)",
     )
     parser.add_argument(
+        "--time-parts",
+        type=int,
+        default=0,
+        metavar="K",
+        help="time the aggregator and the heads apart, K runs after a warm-up (default: 0, one whole forward)",
+    )
+    parser.add_argument(
+        "--heads-autocast",
+        action="store_true",
+        help="with --time-parts: the heads run under the autocast too (default: autocast off, as on a GPU)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --upstream-python: ours and upstream's back to back this many times (default: %(default)s)",
+    )
+    parser.add_argument(
         "--upstream-dir",
         type=Path,
         default=None,
@@ -119,6 +146,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--frames must be positive, got {args.frames}")
     if args.query_points and (args.nproc != 1 or args.upstream_dir is not None):
         parser.error("--query-points measures our model in one process: leave out --nproc and --upstream-dir")
+    if args.time_parts < 0 or args.rounds < 1:
+        parser.error(f"--time-parts must be >= 0 and --rounds >= 1, got {args.time_parts} and {args.rounds}")
+    if args.time_parts and (args.nproc != 1 or args.query_points):
+        parser.error("--time-parts times one process without tracking: leave out --nproc and --query-points")
+    if args.heads_autocast and not args.time_parts:
+        parser.error("--heads-autocast applies to --time-parts")
     if args.upstream_python and args.upstream_dir is None:
         parser.error("--upstream-python needs --upstream-dir, the checkout whose model it runs")
     if args.upstream_dir is not None:
@@ -130,6 +163,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                 f"{UPSTREAM_CHUNK} frames: use --config vggt_1b --nproc 1 --frames-chunk-size {UPSTREAM_CHUNK}"
             )
     return args
+
+
+PARTS = ("aggregator_s", "heads_s", "total_s")
+
+
+def part_statistics(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """Median and minimum seconds of each part over every timed run of `rows` (total: aggregator + heads)."""
+    import statistics
+
+    runs = {
+        "aggregator_s": [t for row in rows for t in row["aggregator_s"]],
+        "heads_s": [t for row in rows for t in row["heads_s"]],
+        "total_s": [a + h for row in rows for a, h in zip(row["aggregator_s"], row["heads_s"])],
+    }
+    return {
+        part: {"median": round(statistics.median(times), 3), "min": round(min(times), 3), "runs": len(times)}
+        for part, times in runs.items()
+    }
 
 
 def slope_mb_per_frame(rows: Sequence[dict]) -> float:
@@ -150,6 +201,32 @@ def fill_synthetic(model: torch.nn.Module, synthetic_tensor: Callable) -> None:
     model.eval().requires_grad_(False)
 
 
+def timed_parts(args: argparse.Namespace, model: torch.nn.Module, images: torch.Tensor, chunk: int | None) -> dict:
+    """Seconds of the aggregator and of the camera + depth + point heads, each of args.time_parts runs after a
+    warm-up. Both models take these calls (ours with `chunk`: upstream's aggregator has no chunking)."""
+    import torch
+
+    dtype = getattr(torch, args.dtype)
+    precision = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else nullcontext()
+    heads_precision = nullcontext() if args.heads_autocast else torch.autocast("cpu", enabled=False)
+    aggregator_args = {} if chunk is None else {"frames_chunk_size": chunk}
+    seconds = {"aggregator_s": [], "heads_s": []}
+    for run in range(args.time_parts + 1):
+        begin = time.perf_counter()
+        with torch.no_grad(), precision:
+            tokens, patch_start_idx = model.aggregator(images, **aggregator_args)
+            middle = time.perf_counter()
+            with heads_precision:
+                model.camera_head(tokens)
+                model.depth_head(tokens, images, patch_start_idx, UPSTREAM_CHUNK)
+                model.point_head(tokens, images, patch_start_idx, UPSTREAM_CHUNK)
+        end = time.perf_counter()
+        if run:  # run 0 warms up (kernel selection, allocator)
+            seconds["aggregator_s"].append(round(middle - begin, 3))
+            seconds["heads_s"].append(round(end - middle, 3))
+    return seconds
+
+
 def measured_row(args: argparse.Namespace, side: str, forward: Callable[[], object], rss: Callable, **fields) -> dict:
     """Run forward() without autograd (autocast unless float32) between two RSS readings; the row of this run.
 
@@ -165,12 +242,15 @@ def measured_row(args: argparse.Namespace, side: str, forward: Callable[[], obje
     # no autocast object at all for float32: torch < 2.3 refuses a float32 CPU autocast dtype even when disabled
     precision = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else nullcontext()
     with torch.no_grad(), precision:
-        forward()
+        parts = forward()
     seconds = time.perf_counter() - begin
     peak = rss(peak=True)
     shape = {"config": args.config, "height": args.height, "width": args.width, "dtype": args.dtype}
     readings = {"seconds": round(seconds, 3), "rss_after_load_bytes": loaded, "peak_rss_bytes": peak}
-    return {"model": side, **shape, **fields, **readings, "working_bytes": peak - loaded}
+    row = {"model": side, **shape, **fields, **readings, "working_bytes": peak - loaded}
+    if args.time_parts:
+        row |= {**parts, "heads_autocast": args.heads_autocast}
+    return row
 
 
 def synthetic_images(args: argparse.Namespace) -> torch.Tensor:
@@ -206,6 +286,8 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
         corner = torch.rand(args.query_points, 2, generator=torch.Generator().manual_seed(1))
         queries = corner * torch.tensor([args.width - 1, args.height - 1])
     run = partial(forward, images, queries, frames_chunk_size=chunk)
+    if args.time_parts:
+        run = partial(timed_parts, args, model, images, chunk)
     fields = {"frames": args.frames[0], "frames_chunk_size": args.frames_chunk_size, "nproc": world_size}
     fields |= {"query_points": args.query_points} if args.query_points else {}
     return measured_row(args, "ours", run, resident_memory_bytes, **fields)
@@ -260,7 +342,8 @@ def measure_upstream(args: argparse.Namespace) -> dict:
     fill_synthetic(model, recipe.synthetic_tensor)
     images = synthetic_images(args)
     fields = {"frames": args.frames[0], "frames_chunk_size": UPSTREAM_CHUNK, "nproc": 1}
-    return measured_row(args, f"upstream {tree}", partial(model, images), procfs.resident_memory_bytes, **fields)
+    run = partial(timed_parts, args, model, images, None) if args.time_parts else partial(model, images)
+    return measured_row(args, f"upstream {tree}", run, procfs.resident_memory_bytes, **fields)
 
 
 def one_run_command(args: argparse.Namespace, frames: int, upstream: bool) -> list[str]:
@@ -270,14 +353,15 @@ def one_run_command(args: argparse.Namespace, frames: int, upstream: bool) -> li
     command += ["--width", str(args.width), "--dtype", args.dtype, "--frames-chunk-size", str(args.frames_chunk_size)]
     command += ["--nproc", str(args.nproc)] + ([] if args.threads is None else ["--threads", str(args.threads)])
     command += ["--query-points", str(args.query_points)] if args.query_points else []
+    command += ["--time-parts", str(args.time_parts)] if args.time_parts else []
+    command += ["--heads-autocast"] if args.heads_autocast else []
     return command + (["--upstream-dir", str(args.upstream_dir.resolve())] if upstream else [])
 
 
 def compare(args: argparse.Namespace) -> dict:
     """Every count with ours (and upstream's with --upstream-python), one process each; rows and slopes."""
-    runs = [(frames, False) for frames in args.frames]
-    if args.upstream_python:
-        runs += [(frames, True) for frames in args.frames]
+    sides = (False, True) if args.upstream_python else (False,)
+    runs = [(frames, upstream) for _ in range(args.rounds) for frames in args.frames for upstream in sides]
     rows = {"ours": [], "upstream": []}
     for index, (frames, upstream) in enumerate(runs, 1):
         side = "upstream" if upstream else "ours"
@@ -292,8 +376,16 @@ def compare(args: argparse.Namespace) -> dict:
         row = json.loads(done.stdout.strip().splitlines()[-1])
         rows[side].append(row)
         print(json.dumps(row), flush=True)
-    slopes = {side: round(slope_mb_per_frame(rows[side]), 3) for side in rows if len(rows[side]) > 1}
-    summary = {"frames": [min(args.frames), max(args.frames)], "mb_per_added_frame": slopes}
+    summary = {"frames": [min(args.frames), max(args.frames)]}
+    if len(args.frames) > 1:
+        summary["mb_per_added_frame"] = {side: round(slope_mb_per_frame(rows[side]), 3) for side in rows if rows[side]}
+    if args.time_parts:
+        summary["seconds"] = {side: part_statistics(rows[side]) for side in rows if rows[side]}
+        if args.upstream_python:
+            medians = {side: {part: summary["seconds"][side][part]["median"] for part in PARTS} for side in rows}
+            summary["upstream_over_ours"] = {
+                part: round(medians["upstream"][part] / medians["ours"][part], 3) for part in PARTS
+            }
     print(json.dumps(summary))
     return summary
 
@@ -313,7 +405,7 @@ def _rank(rank: int, args: argparse.Namespace, folder: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
-    if len(args.frames) > 1 or args.upstream_python:
+    if len(args.frames) > 1 or args.upstream_python or args.rounds > 1:
         return compare(args)
     if args.upstream_dir is not None:
         result = measure_upstream(args)

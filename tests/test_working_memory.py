@@ -71,6 +71,52 @@ def test_each_run_is_one_count_in_its_own_interpreter(probe: ModuleType, upstrea
     assert upstream[upstream.index("--upstream-dir") + 1] == str(upstream_tree.resolve())
 
 
+def test_part_timing_options_are_checked_and_passed_to_every_run(probe: ModuleType, upstream_tree: Path) -> None:
+    for refused in (
+        ["--heads-autocast"],
+        ["--time-parts", "2", "--nproc", "2"],
+        ["--time-parts", "-1"],
+        ["--rounds", "0"],
+    ):
+        with pytest.raises(SystemExit):
+            probe.parse_args(["--frames", "8", *refused])
+    argv = [
+        "--frames",
+        "8",
+        "--time-parts",
+        "3",
+        "--heads-autocast",
+        "--rounds",
+        "2",
+        "--upstream-dir",
+        str(upstream_tree),
+    ]
+    command = probe.one_run_command(probe.parse_args([*argv, "--upstream-python", "py"]), 8, True)
+    assert command[command.index("--time-parts") + 1] == "3" and "--heads-autocast" in command
+    assert "--rounds" not in command  # rounds are the parent's: each process is one run
+
+
+def test_part_statistics_are_median_and_minimum_over_every_timed_run(probe: ModuleType) -> None:
+    rows = [{"aggregator_s": [3.0, 1.0], "heads_s": [1.0, 1.0]}, {"aggregator_s": [2.0], "heads_s": [0.5]}]
+    stats = probe.part_statistics(rows)
+    assert stats["aggregator_s"] == {"median": 2.0, "min": 1.0, "runs": 3}
+    assert stats["heads_s"] == {"median": 1.0, "min": 0.5, "runs": 3}
+    assert stats["total_s"] == {"median": 2.5, "min": 2.0, "runs": 3}  # per run: 4.0, 2.0, 2.5
+
+
+def test_timed_parts_run_writes_each_part_per_run(tmp_path: Path) -> None:
+    argv = ["--config", "tiny", "--frames", "2", "--height", "28", "--width", "28", "--dtype", "bfloat16"]
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "working_memory.py"), *argv, "--time-parts", "2", "--rounds", "2"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    rows, summary = lines[:-1], lines[-1]
+    assert len(rows) == 2 and all(len(row["aggregator_s"]) == len(row["heads_s"]) == 2 for row in rows)
+    assert summary["seconds"]["ours"]["total_s"]["runs"] == 4
+
+
 def test_recipe_and_procfs_load_by_path_without_this_package() -> None:
     """What upstream's process loads: with `vggt` unimportable, both files load and give our tensors."""
     script = f"""
