@@ -25,8 +25,10 @@ Speed like for like: --time-parts K times the aggregator and the camera + depth 
 after one warm-up, both models called the same way (aggregator under the autocast of --dtype, then the heads with
 autocast off, as upstream runs them on a GPU; upstream's own off switch is CUDA-only and misses CPU autocast).
 --heads-autocast runs the heads under the autocast instead (upstream on a CPU as it stands; ours with
---heads-autocast). With --upstream-python, --rounds R repeats ours and upstream's back to back R times, and the last
-line gives each side's median and minimum seconds per part and upstream's median over ours.
+--heads-autocast). Timed runs keep glibc's default allocator (their memory columns are then less exact: freed
+blocks may stay in the process). With --upstream-python, --rounds R repeats ours and upstream's back to back R
+times, and the last line gives each side's median and minimum seconds per part and upstream's median over ours.
+Ours runs as `vggt predict` does: under bf16 / fp16 the aggregator's matmul weights are held in that dtype.
 
 Examples:
     python benchmarks/working_memory.py --config vggt_1b --frames 32 --height 112 --width 112
@@ -61,8 +63,9 @@ UPSTREAM_CHUNK = 8  # upstream's DPT heads run 8 frames at a time, fixed in thei
 
 
 def ensure_malloc_env() -> None:
-    """Re-execute this script with MALLOC_ENV unless the process already runs under it."""
-    if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
+    """Re-execute this script with MALLOC_ENV unless the process already runs under it, or times (--time-parts):
+    an mmap per large block page-faults every allocation afresh, which cost ~40 % of a bf16 forward here."""
+    if "--time-parts" in sys.argv or all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
         return
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
 
@@ -268,6 +271,7 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
     from vggt.config import VGGTConfig
     from vggt.models.vggt import VGGT
     from vggt.parallel import sequence_parallel_forward, shard_frames
+    from vggt.predict.inference import hold_matmul_weights_in
     from vggt.runtime import resident_memory_bytes
     from vggt.synthetic_weights import synthetic_tensor
     from vggt.weights import build_on_meta_device
@@ -276,6 +280,8 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
         torch.set_num_threads(args.threads)
     model = build_on_meta_device(VGGT, VGGTConfig.preset(args.config))
     fill_synthetic(model, synthetic_tensor)
+    if args.dtype != "float32":
+        hold_matmul_weights_in(model.aggregator, getattr(torch, args.dtype))
     images = synthetic_images(args)
     start, end = shard_frames(images.shape[1], world_size)[rank]
     images = images[:, start:end].clone()  # this process holds only its frames
@@ -366,7 +372,7 @@ def compare(args: argparse.Namespace) -> dict:
     for index, (frames, upstream) in enumerate(runs, 1):
         side = "upstream" if upstream else "ours"
         print(f"[{index}/{len(runs)}] {side}, {frames} frames ...", file=sys.stderr, flush=True)
-        env = {**os.environ, **MALLOC_ENV}
+        env = {**os.environ, **({} if args.time_parts else MALLOC_ENV)}  # timing: glibc's default allocator
         if upstream:  # upstream's `vggt` must not meet ours, and its checkout gets no __pycache__ from us
             env.pop("PYTHONPATH", None)
             env["PYTHONDONTWRITEBYTECODE"] = "1"

@@ -150,7 +150,7 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
             "evaluate"
         )
     weights_file, _ = resolve_source(options.model)
-    model = load_model(options.model, options.config, options.heads_autocast)
+    model = load_model(options.model, options.config, options.heads_autocast, dtype)
     print(f"evaluating on {device} in {describe_dtype_choice(options.dtype, device)}")
     groups = evaluate(model, selection.sequences, device, dtype, options.resolution)
     rows = {name: group.summary() for name, group in groups.items()}

@@ -84,6 +84,10 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         # True: they follow the caller's autocast (upstream on a CPU does, since its CUDA-only off switch misses it)
         self.heads_under_autocast = False
 
+    def heads_precision(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The context the camera, depth and point heads run in: autocast off unless heads_under_autocast."""
+        return contextlib.nullcontext() if self.heads_under_autocast else autocast_disabled(device)
+
     def forward(
         self, images: torch.Tensor, query_points: torch.Tensor | None = None, frames_chunk_size: int | None = 8
     ) -> dict[str, Any]:
@@ -97,8 +101,7 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         images, query_points = self.check_inputs(images, query_points)
         tokens, patch_start_idx = self.aggregator(images, frames_chunk_size=frames_chunk_size)
         predictions: dict[str, Any] = {}
-        heads_precision = contextlib.nullcontext() if self.heads_under_autocast else autocast_disabled(images.device)
-        with heads_precision:
+        with self.heads_precision(images.device):
             if self.camera_head is not None:
                 pose_enc_list = self.camera_head(tokens)
                 predictions["pose_enc"] = pose_enc_list[-1]

@@ -27,7 +27,7 @@ from vggt.layers import Block, RopeTables, grid_positions
 from vggt.layers.token_chunks import check_frames_chunk_size, finish_global_block_in_place, project_global
 from vggt.models.aggregator import DEFAULT_FRAMES_CHUNK_SIZE, GlobalBlockRunner
 from vggt.models.vggt import VGGT
-from vggt.runtime import autocast_disabled, backend_device, kernels
+from vggt.runtime import backend_device, kernels
 
 
 def allowed_world_sizes(num_heads: int) -> list[int]:
@@ -191,7 +191,7 @@ def sequence_parallel_forward(
     patch_start_idx = aggregator.patch_start_idx
 
     predictions: dict[str, Any] = {}
-    with autocast_disabled(images.device):  # as VGGT.forward: these heads run in float32
+    with model.heads_precision(images.device):  # as VGGT.forward
         if model.camera_head is not None:
             camera_tokens = gather_frames(tokens_list[-1][:, :, :1].contiguous(), shards)  # [B, S, 1, 2C]
             pose_enc_list = model.camera_head([camera_tokens])

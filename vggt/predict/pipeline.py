@@ -260,7 +260,7 @@ def predict(options: PredictOptions) -> PredictSummary | None:
     def load() -> VGGT:
         if not is_helper_rank():
             print(f"loading the model from {options.model}")
-        model = load_model(options.model, options.config, options.heads_autocast)
+        model = load_model(options.model, options.config, options.heads_autocast, dtype)
         if queries is not None and model.track_head is None:
             raise ValueError("--query-points needs the track head, and this model has none")
         return model
