@@ -45,8 +45,15 @@ def _rank(result: str, device_kind: str, config_name: str, frames: int, side: in
     parallel = parallel_forward(model, images if rank == 0 else None, None, frames_chunk_size=8)
     synchronize(device)
     parallel_s = time.perf_counter() - start
-    if rank != 0:
-        return
+    if rank == 0:
+        compare_with_single_device(result, model, images, parallel, parallel_s, device, config_name, frames, side)
+    dist.barrier()  # no rank closes its gloo connections while rank 0 still runs (gloo then aborts with SIGABRT)
+
+
+def compare_with_single_device(
+    result: str, model, images, parallel, parallel_s: float, device, config_name: str, frames: int, side: int
+) -> None:
+    """Rank 0: the single-card forward, the comparison, and the JSON summary written to `result`."""
     start = time.perf_counter()
     with torch.no_grad():
         single = model(images[None])
