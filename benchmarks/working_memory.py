@@ -65,7 +65,9 @@ UPSTREAM_CHUNK = 8  # upstream's DPT heads run 8 frames at a time, fixed in thei
 def ensure_malloc_env() -> None:
     """Re-execute this script with MALLOC_ENV unless the process already runs under it, or times (--time-parts):
     an mmap per large block page-faults every allocation afresh, which cost ~40 % of a bf16 forward here."""
-    if "--time-parts" in sys.argv or all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
+    if any(arg.startswith("--time-parts") for arg in sys.argv) or all(
+        os.environ.get(k) == v for k, v in MALLOC_ENV.items()
+    ):
         return
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
 
@@ -206,23 +208,21 @@ def fill_synthetic(model: torch.nn.Module, synthetic_tensor: Callable) -> None:
 
 def timed_parts(args: argparse.Namespace, model: torch.nn.Module, images: torch.Tensor, chunk: int | None) -> dict:
     """Seconds of the aggregator and of the camera + depth + point heads, each of args.time_parts runs after a
-    warm-up. Both models take these calls (ours with `chunk`: upstream's aggregator has no chunking)."""
+    warm-up, inside measured_row's no_grad and autocast. Both models take these calls (ours with `chunk`:
+    upstream's aggregator has no chunking)."""
     import torch
 
-    dtype = getattr(torch, args.dtype)
-    precision = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else nullcontext()
     heads_precision = nullcontext() if args.heads_autocast else torch.autocast("cpu", enabled=False)
     aggregator_args = {} if chunk is None else {"frames_chunk_size": chunk}
     seconds = {"aggregator_s": [], "heads_s": []}
     for run in range(args.time_parts + 1):
         begin = time.perf_counter()
-        with torch.no_grad(), precision:
-            tokens, patch_start_idx = model.aggregator(images, **aggregator_args)
-            middle = time.perf_counter()
-            with heads_precision:
-                model.camera_head(tokens)
-                model.depth_head(tokens, images, patch_start_idx, UPSTREAM_CHUNK)
-                model.point_head(tokens, images, patch_start_idx, UPSTREAM_CHUNK)
+        tokens, patch_start_idx = model.aggregator(images, **aggregator_args)
+        middle = time.perf_counter()
+        with heads_precision:
+            model.camera_head(tokens)
+            model.depth_head(tokens, images, patch_start_idx, UPSTREAM_CHUNK)
+            model.point_head(tokens, images, patch_start_idx, UPSTREAM_CHUNK)
         end = time.perf_counter()
         if run:  # run 0 warms up (kernel selection, allocator)
             seconds["aggregator_s"].append(round(middle - begin, 3))
