@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from vggt.app.reconstruction import AppSettings
+from vggt.app.server import serve as serve_app
 from vggt.evaluation.pipeline import EvalOptions, run_evaluation
 from vggt.evaluation.report import table_lines
 from vggt.interrupts import Interrupted, stop_signals_raise
@@ -536,6 +538,66 @@ def run_view(args: argparse.Namespace) -> int:
     return 0
 
 
+# app -------------------------------------------------------------------------------------------
+def add_app(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_subcommand(
+        subparsers,
+        "app",
+        run_app,
+        summary="Reconstruct in the web browser: upload images or a video, look around the scene (Gradio).",
+        details=(
+            "Loads the model once, then serves a page: upload images or one video, press Reconstruct, and\n"
+            "see the points and cameras in 3D with depth and confidence galleries and downloads (a zip of\n"
+            "everything `vggt predict` writes, the COLMAP model). The prediction mode, confidence percentile,\n"
+            "frame filter and camera toggle re-render without a second inference. One reconstruction runs at\n"
+            "a time; others wait in a queue and see their place. Scripts can call the /reconstruct endpoint\n"
+            "(gradio_client: Client(url).predict([handle_file(p), ...], 50, api_name='/reconstruct') returns the\n"
+            "GLB, the zip and a status line). Fully offline: no analytics, no share link, nothing from a CDN.\n"
+            "Every file lives in a temporary folder removed when its page closes and at exit (Ctrl-C, SIGTERM).\n"
+            "Needs gradio: pip install 'vggt-npu[app]' (Python >= 3.10)."
+        ),
+        examples=(
+            "  vggt app                                   # facebook/VGGT-1B; then open http://127.0.0.1:7860\n"
+            "  vggt app --model weights/ --device cpu --resolution 224 --max-frames 16\n"
+            "  vggt app --host 0.0.0.0 --port 8000        # every machine on the network may connect (warns)"
+        ),
+    )
+    add_model_arguments(parser.add_argument_group("model and inference"))
+    parser.add_argument("--frames-chunk-size", type=int, default=8, metavar="N", help="as in vggt predict (default 8)")
+    parser.add_argument(
+        "--max-frames",
+        type=int,
+        metavar="N",
+        help="refuse larger uploads before inference (default: the most the memory plan allows on this device at "
+        "start; this option can only lower that)",
+    )
+    parser.add_argument(
+        "--host",
+        default=LOOPBACK_HOST,
+        help=f"address to listen on (default {LOOPBACK_HOST}: this machine only; 0.0.0.0 serves every interface and "
+        "warns)",
+    )
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+
+
+def run_app(args: argparse.Namespace) -> int:
+    settings = AppSettings(
+        model=args.model,
+        config=config_argument(args.config),
+        device=args.device,
+        dtype=args.dtype,
+        resolution=args.resolution,
+        frames_chunk_size=args.frames_chunk_size,
+        heads_autocast=args.heads_autocast,
+        max_frames=args.max_frames,
+    )
+    with readable_warnings("app"):
+        for noise in (ResourceWarning, DeprecationWarning, FutureWarning):  # the web stack's, not the user's business
+            warnings.filterwarnings("ignore", category=noise)
+        serve_app(settings, args.host, args.port)
+    return 0
+
+
 @contextlib.contextmanager
 def readable_warnings(command: str) -> Iterator[None]:
     """Show library warnings as `vggt COMMAND: warning: ...` lines on stderr instead of Python's format."""
@@ -556,6 +618,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_predict,
     add_eval,
     add_view,
+    add_app,
 )
 
 

@@ -185,6 +185,42 @@ def largest_fitting(fits: Callable[[int], bool], upper: int) -> int:
     return low
 
 
+def _needed_bytes(
+    config: VGGTConfig, height: int, width: int, device: torch.device, weights: int, split: int | None, **args: Any
+) -> int:
+    """What a run needs of the memory that `free_memory_bytes(device)` reports (args: estimate_inference_memory's)."""
+    estimate = estimate_inference_memory(
+        config, height=height, width=width, weights_bytes=weights, split_attention_tokens=split, **args
+    )
+    if device.type == "cpu":  # one memory: every process's share, the host arrays once
+        return args.get("world_size", 1) * estimate.device_bytes + estimate.host_bytes
+    return estimate.device_bytes
+
+
+def most_frames_that_fit(
+    config: VGGTConfig,
+    height: int,
+    width: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    frames_chunk_size: int | None,
+    upper: int = 100_000,
+) -> int | None:
+    """The most frames (at most `upper`) of one process's inference that fit the memory free on `device` now, as
+    check_inference_memory counts it; 0 when not even one does, None when the free memory is unknown."""
+    free = free_memory_bytes(device)
+    if free is None:
+        return None
+    weights, split = parameter_count(config) * FLOAT32, split_attention_tokens(device)
+
+    def fits(frames: int) -> bool:
+        need = _needed_bytes(config, height, width, device, weights, split, frames=frames, dtype=dtype,
+                             frames_chunk_size=frames_chunk_size)  # fmt: skip
+        return need <= free
+
+    return largest_fitting(fits, upper)
+
+
 class MemoryPlanError(ValueError):
     """The requested inference does not fit the free memory; the message gives the numbers and what would fit."""
 
@@ -210,12 +246,7 @@ def check_inference_memory(
     def need(**changes: Any) -> int:
         args = {"frames": frames, "dtype": dtype, "frames_chunk_size": frames_chunk_size, "world_size": world_size}
         args.update({"query_points": query_points, **changes})
-        e = estimate_inference_memory(
-            config, height=height, width=width, weights_bytes=weights, split_attention_tokens=split, **args
-        )
-        if device.type == "cpu":  # one memory: every process's share, the host arrays once
-            return args["world_size"] * e.device_bytes + e.host_bytes
-        return e.device_bytes
+        return _needed_bytes(config, height, width, device, weights, split, **args)
 
     estimate = estimate_inference_memory(
         config, frames, height, width, dtype, frames_chunk_size, world_size, query_points, weights, split

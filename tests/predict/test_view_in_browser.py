@@ -9,45 +9,33 @@ Debian package and carries on without it when that fails).
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import io
-import json
-import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.browser import (
+    BROWSERS,
+    LOOPBACK,
+    DevToolsTab,
+    PageNotReady,
+    chromium_command,
+    find_browser,
+    listening,
+    magenta_pixels,
+    page_websocket,
+    started,
+    wait_for,
+)
 from tests.helpers import free_port
 from vggt.predict.viewer import THUMBNAIL_WIDTH
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 READY_TIMEOUT = 180.0  # seconds for the browser to start and draw the scene; SwiftShader on a busy CPU is slow
-POLL_INTERVAL = 0.5  # seconds between two screenshots
 MIN_CLOUD_PIXELS = 1000  # magenta pixels that show the cloud is drawn
 WINDOW = (1024, 768)
-LOOPBACK = "127.0.0.1"
-Result = TypeVar("Result")
-
-
-def find_browser() -> str | None:
-    return next((path for name in BROWSERS if (path := shutil.which(name))), None)
-
-
-def magenta_pixels(picture: np.ndarray) -> int:
-    """Pixels [H, W, 3] uint8 well above green in red and blue: the test cloud's colour, which neither viser's own
-    interface (white, greys, blue controls, the red-green-blue axes) nor the test's frustum thumbnails use."""
-    red, green, blue = (picture[..., channel].astype(np.int64) for channel in range(3))
-    return int(np.count_nonzero((red - green > 80) & (blue - green > 80)))
 
 
 @pytest.fixture
@@ -84,84 +72,6 @@ def magenta_cloud_prediction(tmp_path: Path) -> Path:
     return out
 
 
-def wait_for(condition: Callable[[], Result | None], what: str, deadline: float) -> Result:
-    """Call `condition` until it returns something other than None; fail naming `what` at the deadline."""
-    while True:
-        result = condition()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(POLL_INTERVAL)
-
-
-def listening(server: subprocess.Popen, port: int, log: Path) -> bool | None:
-    """True once `vggt view` accepts connections on `port`; a failure if it exited."""
-    if server.poll() is not None:
-        pytest.fail(f"vggt view exited with status {server.returncode}:\n{log.read_text()}")
-    with socket.socket() as probe:
-        return True if probe.connect_ex((LOOPBACK, port)) == 0 else None
-
-
-class PageNotReady(RuntimeError):
-    """A DevTools call the tab refused, e.g. a screenshot while the page is still being attached."""
-
-
-class DevToolsTab:
-    """One browser tab driven over the Chrome DevTools protocol (JSON messages on a websocket)."""
-
-    def __init__(self, url: str) -> None:
-        from websockets.sync.client import connect  # viser's own dependency
-
-        self.socket = connect(url, max_size=None, open_timeout=30)
-        self.next_id = 0
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        self.socket.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:  # events arrive in between; the answer carries our id
-            message = json.loads(self.socket.recv(timeout=60))
-            if message.get("id") == self.next_id:
-                if "error" in message:
-                    raise PageNotReady(f"{method}: {message['error']}")
-                return message["result"]
-
-    def screenshot(self) -> np.ndarray:
-        data = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
-        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
-    def close(self) -> None:
-        self.socket.close()
-
-
-def page_websocket(profile: Path) -> str | None:
-    """The DevTools websocket of the browser's first tab, once the browser has written its port."""
-    port_file = profile / "DevToolsActivePort"
-    if not port_file.exists() or not port_file.read_text().strip():
-        return None
-    port = int(port_file.read_text().split()[0])
-    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, whatever the env says
-    with no_proxy.open(f"http://{LOOPBACK}:{port}/json/list", timeout=10) as answer:
-        pages = [target for target in json.load(answer) if target.get("type") == "page"]
-    return pages[0]["webSocketDebuggerUrl"] if pages else None
-
-
-@contextlib.contextmanager
-def started(command: list[str], log: Path) -> Iterator[subprocess.Popen]:
-    """A process with its output in `log`, ended when the block leaves."""
-    with open(log, "wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-        try:
-            yield process
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def test_view_draws_the_point_cloud_in_headless_chromium(tmp_path: Path, magenta_cloud_prediction: Path) -> None:
     browser = find_browser()
     if browser is None:
@@ -172,9 +82,7 @@ def test_view_draws_the_point_cloud_in_headless_chromium(tmp_path: Path, magenta
     port, profile = free_port(), tmp_path / "profile"
     view = [sys.executable, "-m", "vggt", "view", str(magenta_cloud_prediction), "--host", LOOPBACK]
     view += ["--port", str(port), "--conf-threshold", "0"]
-    chromium = [browser, "--headless=new", "--no-sandbox", "--no-first-run", f"--user-data-dir={profile}"]
-    chromium += [f"--remote-debugging-address={LOOPBACK}", "--remote-debugging-port=0"]
-    chromium += ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", f"--window-size={WINDOW[0]},{WINDOW[1]}"]
+    chromium = chromium_command(browser, profile, WINDOW)
 
     shots: list[np.ndarray] = []
 

@@ -15,13 +15,15 @@ def camera_centers(extrinsic: np.ndarray) -> np.ndarray:
 
 
 def scene_scale(points: np.ndarray, extrinsic: np.ndarray) -> float:
-    """A robust size of the scene: the diagonal of the box spanning the points' 5-95 percentiles and every camera."""
-    centers = camera_centers(extrinsic)
-    low, high = centers.min(axis=0), centers.max(axis=0)
+    """A robust size of the scene: the diagonal of the box spanning the points' 5-95 percentiles and every camera
+    (1 when there is neither)."""
+    corners = [camera_centers(extrinsic)] if len(extrinsic) else []
     if len(points):
-        box = np.percentile(points.reshape(-1, 3), [5, 95], axis=0)
-        low, high = np.minimum(low, box[0]), np.maximum(high, box[1])
-    return float(np.linalg.norm(high - low)) or 1.0
+        corners.append(np.percentile(points.reshape(-1, 3), [5, 95], axis=0))
+    if not corners:
+        return 1.0
+    spanned = np.concatenate(corners)
+    return float(np.linalg.norm(spanned.max(axis=0) - spanned.min(axis=0))) or 1.0
 
 
 def frustum_vertices(

@@ -41,13 +41,15 @@ def write_glb(
     camera_valid: np.ndarray,
     image_hw: tuple[int, int],
 ) -> None:
-    """Write the point cloud (geometry "points") and the frustums of the frames with a usable camera (camera_valid
-    bool [S], at least one True) as "camera_0000", ... by frame index, coloured by frame order."""
+    """Write the point cloud (geometry "points") and the frustums of the frames whose camera_valid (bool [S]) is
+    True as "camera_0000", ... by frame index, coloured by frame order. Raises ValueError when both are empty."""
     trimesh = import_trimesh()
     scene = trimesh.Scene()
     if len(cloud):
         scene.add_geometry(trimesh.PointCloud(cloud.xyz * OPENCV_TO_GLTF, colors=cloud.rgb), geom_name="points")
     frames = np.flatnonzero(camera_valid)
+    if not len(cloud) and not len(frames):
+        raise ValueError("nothing to put in the scene: no point is kept and no camera is shown")
     depth = FRUSTUM_SIZE * scene_scale(cloud.xyz, extrinsic[frames])
     frustums = frustum_vertices(extrinsic[frames], intrinsic[frames], image_hw, depth) * OPENCV_TO_GLTF
     colors = colorize(np.arange(len(camera_valid)), 0, max(len(camera_valid) - 1, 1))

@@ -225,11 +225,14 @@ def _report_invalid_cameras(arrays: dict[str, np.ndarray], names: Sequence[str],
     warnings.warn(f"{message} (--strict makes this an error)", stacklevel=3)
 
 
-def predict(options: PredictOptions) -> PredictSummary | None:
+def predict(options: PredictOptions, model: VGGT | None = None) -> PredictSummary | None:
     """Run `vggt predict`: check everything cheap first (arguments, inputs, what --out holds), then model, images,
     predictions and exports, all written into a staging directory whose entries move into options.out only when
     complete (see staging.py), replacing nothing but an earlier run's recorded outputs. Helper ranks of a
-    multi-process run compute their frames' share, touch nothing in --out and return None."""
+    multi-process run compute their frames' share, touch nothing in --out and return None.
+
+    `model`: one already loaded by `load_model` for these options (a server keeps it across calls); None loads
+    options.model."""
     _check_options(options)
     source = resolve_inputs(options.images)
 
@@ -258,12 +261,14 @@ def predict(options: PredictOptions) -> PredictSummary | None:
             print(plan)
 
     def load() -> VGGT:
-        if not is_helper_rank():
-            print(f"loading the model from {options.model}")
-        model = load_model(options.model, options.config, options.heads_autocast, dtype)
-        if queries is not None and model.track_head is None:
+        loaded = model
+        if loaded is None:
+            if not is_helper_rank():
+                print(f"loading the model from {options.model}")
+            loaded = load_model(options.model, options.config, options.heads_autocast, dtype)
+        if queries is not None and loaded.track_head is None:
             raise ValueError("--query-points needs the track head, and this model has none")
-        return model
+        return loaded
 
     if source.video is None:  # a video's frames are counted once extracted (below, on rank 0)
         check_memory(len(source.images))
@@ -279,14 +284,14 @@ def predict(options: PredictOptions) -> PredictSummary | None:
             names = [path.name for path in paths]
             summary.add(f"{VIDEO_FRAMES}/", f"{len(paths)} frames of {source.video.name}, {options.fps:g} per second")
             check_memory(len(paths))
-        model = load()
+        network = load()
         images, transforms = load_and_preprocess_images_with_transforms(
             paths, options.mode, options.resolution, progress=True
         )
         query_tensor = None if queries is None else _query_points_in_model(queries, transforms[0], options.query_points)
         precision = describe_dtype_choice(options.dtype, device)
         print(f"running VGGT on {len(images)} frames of {images.shape[-2]}x{images.shape[-1]} ({device}, {precision})")
-        arrays = run_model(model, images, device, dtype, options.frames_chunk_size, query_tensor, scene_forward())
+        arrays = run_model(network, images, device, dtype, options.frames_chunk_size, query_tensor, scene_forward())
         _report_invalid_cameras(arrays, names, options.strict)
         arrays.update(_original_geometry(arrays, transforms, names))
         if query_tensor is not None:
@@ -306,7 +311,15 @@ def predict(options: PredictOptions) -> PredictSummary | None:
         prediction = Prediction(arrays, transforms, names, valid, cloud)
         if options.ba is not None and prediction.camera_valid.any():
             prediction.adjusted = run_bundle_adjustment(
-                model, images.to(device), arrays, valid, transforms, names, options.ba, dtype, options.frames_chunk_size
+                network,
+                images.to(device),
+                arrays,
+                valid,
+                transforms,
+                names,
+                options.ba,
+                dtype,
+                options.frames_chunk_size,
             )
         for export in options.exports:
             if export in CAMERA_EXPORTS and not prediction.camera_valid.any():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,3 +54,25 @@ def confident_points(
         frame=frame.astype(np.int64),
         pixel=np.stack([u, v], axis=-1).astype(np.int64),
     )
+
+
+POINT_SOURCES = {  # where a saved cloud's points come from -> (points key, confidence key) of predictions.npz
+    "depth": ("world_points_from_depth", "depth_conf"),  # depth unprojected by the predicted cameras
+    "point_map": ("world_points", "world_points_conf"),  # the point head's map
+}
+
+
+def saved_cloud(
+    arrays: Mapping[str, np.ndarray], percentile: float, source: str = "depth", frame: int | None = None
+) -> PointCloud:
+    """The confident points of a `vggt predict` predictions.npz (`arrays`): from `source` (POINT_SOURCES), of every
+    frame or of `frame` only, the percentile taken over the pixels shown. Padding (content_box) is left out."""
+    if source not in POINT_SOURCES:
+        raise ValueError(f"unknown point source {source!r}; choose from {', '.join(POINT_SOURCES)}")
+    points_key, confidence_key = POINT_SOURCES[source]
+    if points_key not in arrays:
+        raise ValueError(f"these predictions have no {points_key} (the model has no point head); show depth points")
+    shown = np.zeros(arrays[confidence_key].shape, dtype=bool)
+    for index, (x0, y0, x1, y1) in enumerate(arrays["content_box"]):
+        shown[index, y0:y1, x0:x1] = frame is None or index == frame
+    return confident_points(arrays[points_key], arrays[confidence_key], arrays["images"], shown, percentile)

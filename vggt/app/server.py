@@ -1,0 +1,69 @@
+"""`vggt app`: load the model once, serve the page on HOST:PORT offline, and remove every file it made at exit."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+from vggt.app.reconstruction import AppSettings, Reconstructor
+from vggt.app.workspace import Workspace
+from vggt.predict.viewer import LOOPBACK_HOST, is_loopback
+
+QUEUE_SIZE = 64  # waiting requests beyond this are refused (each sees its place in the line)
+
+
+def import_app_ui(workspace: Workspace) -> ModuleType:  # -> vggt.app.ui
+    """vggt.app.ui (and so gradio), imported with Gradio offline and caching in `workspace`; or a ValueError that
+    says how to get gradio."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # no usage reports, no version check
+    os.environ["GRADIO_TEMP_DIR"] = str(workspace.gradio_cache)  # uploads and outputs go where close() removes them
+    try:
+        from vggt.app import ui
+    except ImportError as err:
+        raise ValueError(f"vggt app needs gradio ({err}): pip install 'vggt-npu[app]' (Python 3.10 or newer)") from err
+    return ui
+
+
+def check_settings(settings: AppSettings, host: str, port: int) -> None:
+    """Refuse bad options before the model loads; warn about a host other than loopback."""
+    if settings.max_frames is not None and settings.max_frames < 1:
+        raise ValueError(f"--max-frames must be at least 1, got {settings.max_frames}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be 0-65535, got {port}")
+    if not is_loopback(host):
+        warnings.warn(
+            f"--host {host} lets other machines on the network use this app and see what is uploaded; leave "
+            f"--host out ({LOOPBACK_HOST}) to serve this machine only",
+            stacklevel=2,
+        )
+
+
+def serve(settings: AppSettings, host: str = LOOPBACK_HOST, port: int = 7860, temp_parent: Path | None = None) -> None:
+    """Serve until Ctrl-C or SIGTERM (under vggt.interrupts.stop_signals_raise); the temporary root, under
+    `temp_parent` or the system's temp folder, is removed however the server stops."""
+    check_settings(settings, host, port)
+    workspace = Workspace(temp_parent)
+    try:
+        ui = import_app_ui(workspace)
+        reconstructor = Reconstructor(settings, workspace)
+        limit = reconstructor.max_frames
+        print(
+            f"at most {limit} frames a reconstruction" if limit is not None else "no frame limit: free memory unknown"
+        )
+        app = ui.build_app(reconstructor)
+        app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+        print(f"serving on http://{host}:{port} (files in {workspace.root}, removed at exit); press Ctrl-C to stop")
+        app.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            show_error=True,
+            ssr_mode=False,  # no Node server: the page is static files served by this process
+            mcp_server=False,
+            pwa=False,
+            allowed_paths=[str(workspace.root)],
+        )
+    finally:
+        workspace.close()
