@@ -8,7 +8,7 @@ import platform
 import sys
 from pathlib import Path
 
-PACKAGES = ("torch", "numpy", "Pillow", "scipy", "pycolmap", "ruff", "pytest", "hypothesis")
+PACKAGES = ("torch", "numpy", "Pillow", "scipy", "pycolmap", "gradio", "ruff", "pytest", "hypothesis")
 # /proc/cpuinfo flags that decide which vectorised kernels (and so which float32 roundings) a CPU takes
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 # settings that cap those kernels below what the CPU has (the README's AVX2-only run)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.app.conftest import APP_RESOLUTION
+from tests.predict.conftest import write_scene_video
 from vggt.app.reconstruction import ALL_FRAMES, AppSettings, Reconstructor, selected_frame
 from vggt.app.workspace import Workspace
 from vggt.predict.points import MIN_CONFIDENCE, saved_cloud
@@ -93,6 +94,20 @@ def test_too_many_frames_are_refused_before_inference(tiny_weights, scene_images
         small.reconstruct("s", [str(next(scene_images.iterdir()))], video="walk.mp4")
     with pytest.raises(ValueError, match="upload images or a video"):
         small.reconstruct("s", [])
+
+
+def test_a_video_is_sampled_into_the_request_folder_and_counted_against_the_limit(
+    tiny_weights, scene_images, tmp_path
+) -> None:
+    pytest.importorskip("av")
+    video = str(write_scene_video(tmp_path / "clip.mp4", scene_images))  # 3 seconds
+    settings = AppSettings(model=str(tiny_weights), device="cpu", resolution=APP_RESOLUTION, max_frames=4)
+    app = Reconstructor(settings, Workspace(tmp_path))
+    result = app.reconstruct("s", None, video=video, fps=1)
+    assert result.names == [f"frame_{i:06d}.png" for i in range(1, 4)]
+    assert sorted(p.name for p in (result.folder / "video_frames").iterdir()) == result.names
+    with pytest.raises(ValueError, match="at most 4 .* fewer frames per second"):
+        app.reconstruct("s", None, video=video, fps=2)  # 6 frames
 
 
 def test_workspace_keeps_one_folder_per_session_and_removes_everything_at_close(tmp_path) -> None:

@@ -198,4 +198,6 @@ class Reconstructor:
             f"Reconstructed {len(result.names)} frames in {result.seconds:.1f} s ({self.device}, {self.precision})."
         ]
         lines += [f"Warning: {message}" for message in result.warnings]
+        if "colmap" not in self.exports:
+            lines.append("No COLMAP model: it needs pycolmap (pip install 'vggt-npu[export]'), then restart the app.")
         return "\n\n".join(lines)

@@ -105,7 +105,11 @@ def build_app(reconstructor: Reconstructor) -> gr.Blocks:
         with gr.Column(visible=False):  # the API's own fixed signature
             api_images = gr.File(file_count="multiple", label="images")
             api_percentile = gr.Number(value=DEFAULT_PERCENTILE, label="confidence_percentile")
-            api_scene, api_zip, api_status = gr.File(label="scene"), gr.File(label="outputs"), gr.Textbox(label="status")
+            api_scene, api_zip, api_status = (
+                gr.File(label="scene"),
+                gr.File(label="outputs"),
+                gr.Textbox(label="status"),
+            )
             api_button = gr.Button()
 
         button.click(
