@@ -4,8 +4,9 @@
 2. Track them through every frame with the track head; keep sightings with visibility above `vis_thresh`.
 3. Start each 3D point at the query pixel's depth-unprojected world point.
 4. Drop sightings whose reprojection error under the predicted cameras exceeds `max_error`, and tracks seen in
-   fewer than 2 frames; build the pycolmap Reconstruction (original-image pixels) and bundle-adjust it
-   (poses, focal lengths and points; principal points fixed).
+   fewer than 2 frames; build the pycolmap Reconstruction (original-image pixels; PINHOLE cameras, one per frame,
+   unless the options choose another camera model or one shared camera) and bundle-adjust it (poses, focal
+   lengths, SIMPLE_RADIAL's distortion and points; principal points fixed).
 5. Drop the sightings whose error is still above `max_error` (a point left with one sighting goes with it).
 
 Errors are measured in model pixels (the resolution the network saw), so one threshold fits any input size.
@@ -22,7 +23,13 @@ import torch
 from tqdm import tqdm
 
 from vggt.models.vggt import VGGT
-from vggt.predict.colmap import Observations, build_reconstruction, import_pycolmap
+from vggt.predict.colmap import (
+    Observations,
+    build_reconstruction,
+    check_camera_model,
+    check_shared_camera,
+    import_pycolmap,
+)
 from vggt.predict.geometry import model_index_to_original, original_intrinsics
 from vggt.predict.tracks import select_query_frames, select_query_pixels, track_from_frame
 from vggt.utils.load_fn import PreprocessTransform
@@ -46,6 +53,8 @@ class BundleAdjustmentOptions:
     max_query_points: int = 2048  # queries over all query frames
     vis_thresh: float = 0.2  # a sighting counts when the track head's visibility exceeds this
     max_error: float = 4.0  # reprojection error limit, model pixels
+    camera_model: str = "PINHOLE"  # one of vggt.predict.colmap.CAMERA_MODELS
+    shared_camera: bool = False  # one camera for all frames (original images of one size)
 
 
 @dataclass
@@ -156,8 +165,11 @@ def adjust_tracks(
     transforms: Sequence[PreprocessTransform],
     names: Sequence[str],
     max_error: float,
+    camera_model: str = "PINHOLE",
+    shared_camera: bool = False,
 ):  # -> (pycolmap.Reconstruction, points before, mean error before, mean error after)
-    """Steps 4-5 on tracks in model pixels; errors in model pixels."""
+    """Steps 4-5 on tracks in model pixels; errors in model pixels. `camera_model` and `shared_camera` as in
+    build_reconstruction."""
     pycolmap = import_pycolmap()
     extrinsic, intrinsic = predictions["extrinsic"], predictions["intrinsic"]
     errors = reprojection_errors(tracks.xyz.astype(np.float32), tracks.uv, extrinsic, intrinsic)
@@ -182,6 +194,8 @@ def adjust_tracks(
         tracks.xyz,
         tracks.rgb,
         Observations(point=point, frame=frame, xy=xy),
+        camera_model,
+        shared_camera,
     )
     points_before = reconstruction.num_points3D()
     options = pycolmap.BundleAdjustmentOptions()
@@ -206,6 +220,9 @@ def run_bundle_adjustment(
     """Steps 1-5. images [S, 3, H, W] on the model's device, valid bool [S, H, W] (non-padding pixels)."""
     if model.track_head is None:
         raise ValueError("--ba needs the track head, and this model has none; run without --ba")
+    check_camera_model(options.camera_model)  # before the tracking, which takes a while
+    if options.shared_camera:
+        check_shared_camera([transform.original_size for transform in transforms], names)
     tracks, query_frames = collect_tracks(
         model,
         images,
@@ -218,7 +235,7 @@ def run_bundle_adjustment(
         frames_chunk_size,
     )
     reconstruction, points_before, error_before, error_after = adjust_tracks(
-        tracks, predictions, transforms, names, options.max_error
+        tracks, predictions, transforms, names, options.max_error, options.camera_model, options.shared_camera
     )
     stats = BundleAdjustmentStats(
         query_frames, tracks.xyz.shape[0], points_before, reconstruction.num_points3D(), error_before, error_after

@@ -2,7 +2,9 @@
 
 Shows the depth-unprojected point cloud of predictions.npz with a confidence-percentile slider, a point-size
 slider and the camera frustums (with their input images), in the first camera's frame with -y up. Frames without a
-usable camera (camera_valid) are left out.
+usable camera (camera_valid) are left out. With the point map (load_scene's `use_point_map`, demo_viser.py's
+--use_point_map) the point head's world_points and world_points_conf are shown instead; they need no camera, so
+every frame's points are shown and only the frustums are limited to the usable cameras.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 from vggt.predict.cameras import camera_validity
 from vggt.predict.frustum import scene_scale
-from vggt.predict.points import PointCloud, confident_points
+from vggt.predict.points import POINT_SOURCES, PointCloud, confident_points
 from vggt.utils.geometry import closed_form_inverse_se3
 from vggt.utils.rotation import mat_to_quat
 
@@ -42,13 +44,13 @@ def import_viser():  # -> the viser module
 class ViewerScene:
     """The arrays of predictions.npz that the viewer shows."""
 
-    world_points: np.ndarray  # [S, H, W, 3]
-    confidence: np.ndarray  # [S, H, W]
+    world_points: np.ndarray  # [S, H, W, 3]: world_points_from_depth, or the point head's world_points
+    confidence: np.ndarray  # [S, H, W]: depth_conf, or world_points_conf
     images: np.ndarray  # [S, 3, H, W] in [0, 1]
-    valid: np.ndarray  # bool [S, H, W]: content pixels of frames with a usable camera
+    valid: np.ndarray  # bool [S, H, W]: the content pixels shown (depth points: of frames with a usable camera)
     extrinsic: np.ndarray  # [S, 3, 4]
     intrinsic: np.ndarray  # [S, 3, 3]
-    camera_valid: np.ndarray  # bool [S], at least one True
+    camera_valid: np.ndarray  # bool [S], at least one True for the depth points
 
     def points(self, percentile: float, max_points: int) -> PointCloud:
         """The cloud kept at `percentile`, evenly thinned to at most `max_points`."""
@@ -58,8 +60,9 @@ class ViewerScene:
         return cloud
 
 
-def load_scene(out_dir: Path) -> ViewerScene:
-    """Read OUT_DIR/predictions.npz, or explain what to run first."""
+def load_scene(out_dir: Path, use_point_map: bool = False) -> ViewerScene:
+    """Read OUT_DIR/predictions.npz, or explain what to run first. `use_point_map`: show the point head's
+    world_points (confidence world_points_conf) instead of the depth unprojected by the predicted cameras."""
     path = Path(out_dir) / "predictions.npz"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run `vggt predict --images ... --out {out_dir}` first")
@@ -79,15 +82,22 @@ def load_scene(out_dir: Path) -> ViewerScene:
     cameras = arrays.get("camera_valid")  # older outputs lack it
     if cameras is None:
         cameras = camera_validity(arrays["pose_enc"], arrays["extrinsic"], arrays["intrinsic"])
-    if not cameras.any():
+    points_key, confidence_key = POINT_SOURCES["point_map" if use_point_map else "depth"]
+    absent = [key for key in POINT_SOURCES["point_map"] if key not in arrays]
+    if use_point_map and absent:
+        raise ValueError(
+            f"{path} has no {' or '.join(absent)}: the model that wrote it has no point head, so there is no point map "
+            "to show; show the depth points instead (leave out --use_point_map)"
+        )
+    if not cameras.any() and not use_point_map:
         raise ValueError(f"{path}: no frame has a usable camera (see camera_valid), so there are no points to show")
     frames, height, width = arrays["depth_conf"].shape
     valid = np.zeros((frames, height, width), dtype=bool)
     for frame, (x0, y0, x1, y1) in enumerate(arrays["content_box"]):
-        valid[frame, y0:y1, x0:x1] = cameras[frame]
+        valid[frame, y0:y1, x0:x1] = use_point_map or cameras[frame]
     return ViewerScene(
-        arrays["world_points_from_depth"],
-        arrays["depth_conf"],
+        arrays[points_key],
+        arrays[confidence_key],
         arrays["images"],
         valid,
         arrays["extrinsic"],
@@ -156,10 +166,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(out_dir: Path, host: str, port: int, percentile: float, max_points: int) -> None:
-    """Start the viewer on http://host:port and block until Ctrl-C. A host other than loopback is warned about."""
+def serve(out_dir: Path, host: str, port: int, percentile: float, max_points: int, use_point_map: bool = False) -> None:
+    """Start the viewer on http://host:port and block until Ctrl-C. A host other than loopback is warned about.
+    `use_point_map` as in load_scene."""
     viser = import_viser()
-    scene = load_scene(out_dir)
+    scene = load_scene(out_dir, use_point_map)
     if not 0 <= percentile <= 100:
         raise ValueError(f"--conf-threshold is a percentile from 0 to 100, got {percentile}")
     if not is_loopback(host):
@@ -170,7 +181,8 @@ def serve(out_dir: Path, host: str, port: int, percentile: float, max_points: in
         )
     server = viser.ViserServer(host=host, port=port)
     build_viewer(server, scene, percentile, max_points)
-    print(f"viewing {out_dir} ({len(scene.extrinsic)} cameras) at http://{host}:{port}; press Ctrl-C to stop")
+    shown = ", the point map" if use_point_map else ""
+    print(f"viewing {out_dir} ({len(scene.extrinsic)} cameras{shown}) at http://{host}:{port}; press Ctrl-C to stop")
     try:
         server.sleep_forever()
     except KeyboardInterrupt:
