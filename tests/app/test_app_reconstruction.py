@@ -3,6 +3,7 @@ refuse too many frames before inference, and keep files only as long as their se
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,12 @@ def test_workspace_keeps_one_folder_per_session_and_removes_everything_at_close(
     assert not other.exists() and second.is_dir()
     workspace.close()
     assert not workspace.root.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_gradio_says_what_to_install(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vggt.app.ui import import_gradio
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio now raises ImportError
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "unchanged")  # restored after the test
+    with pytest.raises(ValueError, match=r"pip install 'vggt-npu\[app\]'"):
+        import_gradio(tmp_path)

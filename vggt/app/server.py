@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
-from types import ModuleType
 
 from vggt.app.reconstruction import AppSettings, Reconstructor
+from vggt.app.ui import build_app, import_gradio
 from vggt.app.workspace import Workspace
 from vggt.predict.viewer import LOOPBACK_HOST, is_loopback
 
 QUEUE_SIZE = 64  # waiting requests beyond this are refused (each sees its place in the line)
-
-
-def import_app_ui(workspace: Workspace) -> ModuleType:  # -> vggt.app.ui
-    """vggt.app.ui (and so gradio), imported with Gradio offline and caching in `workspace`; or a ValueError that
-    says how to get gradio."""
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # no usage reports, no version check
-    os.environ["GRADIO_TEMP_DIR"] = str(workspace.gradio_cache)  # uploads and outputs go where close() removes them
-    try:
-        from vggt.app import ui
-    except ImportError as err:
-        raise ValueError(f"vggt app needs gradio ({err}): pip install 'vggt-npu[app]' (Python 3.10 or newer)") from err
-    return ui
 
 
 def check_settings(settings: AppSettings, host: str, port: int) -> None:
@@ -46,13 +33,13 @@ def serve(settings: AppSettings, host: str = LOOPBACK_HOST, port: int = 7860, te
     check_settings(settings, host, port)
     workspace = Workspace(temp_parent)
     try:
-        ui = import_app_ui(workspace)
+        gr = import_gradio(workspace.gradio_cache)  # before the model loads: a missing gradio fails fast
         reconstructor = Reconstructor(settings, workspace)
         limit = reconstructor.max_frames
         print(
             f"at most {limit} frames a reconstruction" if limit is not None else "no frame limit: free memory unknown"
         )
-        app = ui.build_app(reconstructor)
+        app = build_app(reconstructor, gr)
         app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
         print(f"serving on http://{host}:{port} (files in {workspace.root}, removed at exit); press Ctrl-C to stop")
         app.launch(

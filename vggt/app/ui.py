@@ -5,12 +5,14 @@ downloads. The prediction mode, confidence percentile, frame filter and camera t
 cached predictions.npz without a second inference. The API: `reconstruct(images, confidence percentile) -> (GLB,
 zip of the outputs, status text)`; the page's own events are private. Reconstructions share one queue slot.
 
-Import this module only through vggt.app.server, which sets Gradio's environment (offline, cache folder) first.
+Gradio is optional and reads its environment when imported, so `import_gradio` sets that first. This module has
+no `from __future__ import annotations`: Gradio injects gr.Request by the evaluated annotation of the handlers.
 """
 
-from __future__ import annotations
-
-import gradio as gr
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from vggt.app.reconstruction import ALL_FRAMES, PREDICTION_MODES, Reconstructor, selected_frame
 
@@ -23,19 +25,31 @@ INTRO = (
 )
 
 
+def import_gradio(cache: Path) -> ModuleType:
+    """gradio, imported offline (no analytics, no version check) with its upload and output cache in `cache`; or
+    a ValueError that says how to get it."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ["GRADIO_TEMP_DIR"] = str(cache)
+    try:
+        import gradio
+    except ImportError as err:
+        raise ValueError(f"vggt app needs gradio ({err}): pip install 'vggt-npu[app]' (Python 3.10 or newer)") from err
+    return gradio
+
+
 def _failure(err: Exception) -> str:
     return f"**Error:** {err}"
 
 
-def session_of(request: gr.Request | None) -> str:
-    """The browser session a request belongs to (API clients have one too)."""
+def session_of(request: Any) -> str:
+    """The browser session of a gr.Request (API clients have one too)."""
     return getattr(request, "session_hash", None) or "api"
 
 
-def build_app(reconstructor: Reconstructor) -> gr.Blocks:
-    """The Blocks app over `reconstructor`."""
+def build_app(reconstructor: Reconstructor, gr: ModuleType) -> Any:  # -> gr.Blocks
+    """The Blocks app over `reconstructor`; `gr` is the module import_gradio returned."""
 
-    def render(folder: str | None, mode: str, percentile: float, show_cameras: bool, frame: str | None):
+    def render(folder, mode, percentile, show_cameras, frame):
         """-> (scene, status) for the page's controls."""
         if folder is None:
             return None, "Upload images or a video and press **Reconstruct**."
