@@ -159,7 +159,8 @@ class Reconstructor:
         )
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            warnings.simplefilter("ignore")  # the web stack's ResourceWarnings and deprecations are not the user's
+            warnings.simplefilter("always", UserWarning)  # predict's own: frames without a camera, skipped files
             predict(options, model=self.model)
         names = [str(name) for name in self.predictions(folder)["image_names"]]
         return Reconstruction(folder, names, time.perf_counter() - start, [str(w.message) for w in caught])
