@@ -31,14 +31,14 @@ setup(
             "scipy",
             "av",
             "viser",
-            'gradio>=5; python_version >= "3.10"',  # the vggt app tests (gradio_client comes with it)
+            'gradio>=6,<7; python_version >= "3.10"',  # vggt app tests (Gradio 6's api_visibility; with gradio_client)
         ],
         "compare": ["matplotlib"],  # test/compare_runs.py's loss-curve plot
         "export": ["pycolmap>=3.12", "trimesh", "scipy"],  # predict --export glb,colmap and --ba (scipy: coloured GLB)
         "video": ["av"],  # vggt predict --images VIDEO
         "demo": ["viser"],  # vggt view
         # vggt app; current gradio needs Python >= 3.10 (and pins Pillow below 13)
-        "app": ['gradio>=5; python_version >= "3.10"', "pycolmap>=3.12", "trimesh", "scipy", "av"],
+        "app": ['gradio>=6,<7; python_version >= "3.10"', "pycolmap>=3.12", "trimesh", "scipy", "av"],
         "eval": ["scipy"],  # point-map metrics (vggt.evaluation.point_metrics: nearest neighbours)
     },
     entry_points={"console_scripts": ["vggt = vggt.cli:main"]},

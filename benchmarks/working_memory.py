@@ -271,7 +271,6 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
     from vggt.config import VGGTConfig
     from vggt.models.vggt import VGGT
     from vggt.parallel import sequence_parallel_forward, shard_frames
-    from vggt.predict.inference import hold_matmul_weights_in
     from vggt.runtime import resident_memory_bytes
     from vggt.synthetic_weights import synthetic_tensor
     from vggt.weights import build_on_meta_device
@@ -281,7 +280,7 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
     model = build_on_meta_device(VGGT, VGGTConfig.preset(args.config))
     fill_synthetic(model, synthetic_tensor)
     if args.dtype != "float32":
-        hold_matmul_weights_in(model.aggregator, getattr(torch, args.dtype))
+        model.hold_in_compute_dtype(getattr(torch, args.dtype))
     images = synthetic_images(args)
     start, end = shard_frames(images.shape[1], world_size)[rank]
     images = images[:, start:end].clone()  # this process holds only its frames

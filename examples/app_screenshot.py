@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 from tests.browser import (  # noqa: E402
     LOOPBACK,
+    AppPage,
     DevToolsTab,
     PageNotReady,
     chromium_command,
@@ -39,27 +40,21 @@ from training.data.synthetic import generate_scenes  # noqa: E402
 
 WINDOW = (1280, 1400)  # tall enough for the status line and the galleries
 TIMEOUT = 300.0
-FILE_INPUT = "#vggt-images input[type=file]"
-CANVAS_BOX = (
-    "(() => { const c = document.querySelector('#vggt-scene canvas'); if (!c) return null;"
-    " const r = c.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })()"
-)
 DRAWN_PIXELS = 2000  # canvas pixels away from its flat background: the scene is there
 
 
-def drawn_canvas(tab: DevToolsTab) -> np.ndarray | None:
+def drawn_page(page: AppPage) -> np.ndarray | None:
     """The page's screenshot once the scene's canvas holds enough non-background pixels."""
     try:
-        box = tab.evaluate(CANVAS_BOX)
-        if not box or box[2] - box[0] < 10:
-            return None
-        shot = tab.screenshot()
+        canvas = page.canvas()
     except PageNotReady:
         return None
-    x0, y0, x1, y1 = (max(int(round(v)), 0) for v in box)
-    canvas = shot[y0:y1, x0:x1].astype(np.int64)
+    if canvas is None:
+        return None
     background = np.median(canvas.reshape(-1, 3), axis=0)
-    return shot if int((np.abs(canvas - background).sum(-1) > 60).sum()) >= DRAWN_PIXELS else None
+    if int((np.abs(canvas.astype(np.int64) - background).sum(-1) > 60).sum()) < DRAWN_PIXELS:
+        return None
+    return page.tab.screenshot()
 
 
 def main() -> None:
@@ -93,13 +88,9 @@ def main() -> None:
             with started([*chromium_command(browser, profile, WINDOW), f"http://{LOOPBACK}:{port}/"], scratch / "c"):
                 tab = DevToolsTab(wait_for(lambda: page_websocket(profile), "Chromium's DevTools port", deadline))
                 try:
-                    ready = f"!!document.querySelector({FILE_INPUT!r})"
-                    wait_for(lambda: tab.evaluate(ready) or None, "the file input", deadline)
-                    tab.set_files(FILE_INPUT, [path.resolve() for path in images])
-                    listed = f"document.querySelector('#vggt-images').innerText.includes({images[-1].stem!r})"
-                    wait_for(lambda: tab.evaluate(listed) or None, "the upload", deadline)
-                    tab.evaluate("document.querySelector('#vggt-reconstruct').click()")
-                    shot = wait_for(lambda: drawn_canvas(tab), "the scene to be drawn", deadline)
+                    page = AppPage(tab, deadline)
+                    page.upload_and_reconstruct([path.resolve() for path in images])
+                    shot = wait_for(lambda: drawn_page(page), "the scene to be drawn", deadline)
                 finally:
                     tab.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)

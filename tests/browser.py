@@ -1,4 +1,5 @@
-"""Headless Chromium driven over the DevTools protocol, for tests (and docs/app_screenshot.py) that look at a page.
+"""Headless Chromium driven over the DevTools protocol, for the tests that look at a page and for
+examples/app_screenshot.py (the README's picture of `vggt app`).
 
 A page that draws with WebGL is ready only once its data has arrived and the canvas is drawn, so callers poll
 screenshots with `wait_for` until what they look for shows (or a deadline passes), instead of sleeping.
@@ -26,6 +27,7 @@ from PIL import Image
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 POLL_INTERVAL = 0.5  # seconds between two looks
 LOOPBACK = "127.0.0.1"
+APP_FILE_INPUT = "#vggt-images input[type=file]"
 Result = TypeVar("Result")
 
 
@@ -124,8 +126,40 @@ def magenta_pixels(picture: np.ndarray) -> int:
     return int(np.count_nonzero((red - green > 80) & (blue - green > 80)))
 
 
+class AppPage:
+    """The `vggt app` page in one Chromium tab (its elem_ids: vggt-images, vggt-reconstruct, vggt-scene,
+    vggt-status), with the steps a user takes."""
+
+    def __init__(self, tab: DevToolsTab, deadline: float) -> None:
+        self.tab, self.deadline = tab, deadline
+
+    def text(self, selector: str) -> str:
+        return self.tab.evaluate(f"(document.querySelector({selector!r}) || {{innerText: ''}}).innerText") or ""
+
+    def upload_and_reconstruct(self, paths: list[Path]) -> None:
+        ready = "!!document.querySelector(" + repr(APP_FILE_INPUT) + ")"
+        wait_for(lambda: self.tab.evaluate(ready) or None, "the file input", self.deadline)
+        self.tab.set_files(APP_FILE_INPUT, paths)
+        shown = lambda: all(path.stem in self.text("#vggt-images") for path in paths) or None  # noqa: E731
+        wait_for(shown, "the uploaded files to be listed", self.deadline)
+        self.tab.evaluate("document.querySelector('#vggt-reconstruct').click()")
+
+    def canvas(self) -> np.ndarray | None:
+        """The screenshot's part inside the scene's canvas, None before there is one."""
+        box = self.tab.evaluate(
+            "(() => { const c = document.querySelector('#vggt-scene canvas'); if (!c) return null;"
+            " const r = c.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })()"
+        )
+        if not box or box[2] - box[0] < 10:
+            return None
+        shot = self.tab.screenshot()
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        return shot[max(y0, 0) : y1, max(x0, 0) : x1]
+
+
 def off_machine(urls: list[str]) -> list[str]:
-    """The URLs among `urls` that leave this machine (not loopback, data: or blob:)."""
+    """The URLs among `urls` that leave this machine (not loopback, data: or blob:). DevToolsTab records the
+    page's own requests, not those of any workers it starts."""
     local = {LOOPBACK, "localhost", "[::1]"}
     return [url for url in urls if urllib.parse.urlsplit(url).scheme not in ("data", "blob") and
             urllib.parse.urlsplit(url).hostname not in local]  # fmt: skip

@@ -6,6 +6,8 @@ implementation's float32 run on the same synthetic weights (`parity_1b.npz`), no
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -29,14 +31,24 @@ def vggt_1b():
     return synthetic_model(VGGTConfig.vggt_1b())
 
 
-# heads in float32 (the default, as upstream on a GPU); heads in bf16 too (--heads-autocast, upstream on a CPU)
+# heads in float32 (the default, as upstream on a GPU); heads in bf16 too (--heads-autocast, upstream on a CPU);
+# as vggt predict loads it (aggregator matmul weights and the kept layers in bf16: hold_in_compute_dtype), last
 @pytest.mark.slow
-@pytest.mark.parametrize("heads_under_autocast", [False, True], ids=["heads_float32", "heads_bf16"])
-def test_vggt_1b_in_bf16_autocast_is_within_the_bound_of_the_float32_reference(vggt_1b, heads_under_autocast):
+@pytest.mark.parametrize(
+    "heads_under_autocast, held_in_bf16",
+    [(False, False), (True, False), (False, True)],
+    ids=["heads_float32", "heads_bf16", "as_predict"],
+)
+def test_vggt_1b_in_bf16_autocast_is_within_the_bound_of_the_float32_reference(
+    vggt_1b, heads_under_autocast, held_in_bf16
+):
     ref = np.load(FIXTURES / "parity_1b.npz")
-    vggt_1b.heads_under_autocast = heads_under_autocast
+    model = copy.deepcopy(vggt_1b) if held_in_bf16 else vggt_1b  # the module's model stays float32
+    model.heads_under_autocast = heads_under_autocast
+    if held_in_bf16:
+        model.hold_in_compute_dtype(torch.bfloat16)
     with torch.no_grad(), autocast(torch.device("cpu"), torch.bfloat16):
-        out = vggt_1b(torch.from_numpy(ref["images"]))
+        out = model(torch.from_numpy(ref["images"]))
     deviations = {name: relative_l2(out[name], ref[name]) for name in DENSE_OUTPUTS}
     print("bf16 relative L2 vs float32:", {name: f"{value:.2e}" for name, value in deviations.items()})
     assert all(value < BF16_BOUND for value in deviations.values()), deviations

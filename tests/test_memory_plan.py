@@ -14,24 +14,47 @@ import torch
 import vggt.memory_plan as memory_plan
 from tests.helpers import BENCHMARKS
 from vggt.config import VGGTConfig
-from vggt.memory_plan import MemoryPlanError, check_inference_memory, estimate_inference_memory, largest_fitting
+from vggt.memory_plan import (
+    MemoryPlanError,
+    check_inference_memory,
+    estimate_inference_memory,
+    inference_weight_bytes,
+    largest_fitting,
+)
+from vggt.models.vggt import VGGT
 from vggt.runtime import kernels
 
 GIB = 1024**3
 
 
 def test_per_frame_memory_of_vggt_1b_follows_the_kept_tensors() -> None:
-    # 112 px: P = 5 + 8 * 8 = 69 tokens of C = 1024; 4 kept layers of 2C float32 + residual C + keys and values 2C
+    # 112 px: P = 5 + 8 * 8 = 69 tokens of C = 1024; 4 kept layers of 2C + residual C (float32) + keys and values 2C
     estimate = estimate_inference_memory(VGGTConfig(), 4096, 112, 112, torch.float32)
     assert estimate.phase == "aggregator"
     assert estimate.per_frame_bytes == 69 * 1024 * (32 + 4 + 8) + 3 * 112 * 112 * 4
     bf16 = estimate_inference_memory(VGGTConfig(), 4096, 112, 112, torch.bfloat16)
-    assert bf16.per_frame_bytes == 69 * 1024 * (32 + 4 + 4) + 3 * 112 * 112 * 4  # keys and values in bf16
+    assert bf16.per_frame_bytes == 69 * 1024 * (16 + 4 + 4) + 3 * 112 * 112 * 4  # kept layers, keys, values in bf16
+
+
+def test_bf16_weights_count_the_aggregator_matmuls_at_two_bytes() -> None:
+    config = VGGTConfig.tiny()
+    model = VGGT(config=config)
+    matmul = sum(
+        p.numel()
+        for m in model.aggregator.modules()
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+        for p in m.parameters(recurse=False)
+    )
+    total = sum(p.numel() for p in model.parameters())
+    assert inference_weight_bytes(config, torch.float32) == 4 * total
+    assert inference_weight_bytes(config, torch.bfloat16) == 4 * total - 2 * matmul
 
 
 def test_processes_share_the_per_frame_memory() -> None:
-    one = estimate_inference_memory(VGGTConfig(), 1000, 518, 518, torch.bfloat16)
-    four = estimate_inference_memory(VGGTConfig(), 1000, 518, 518, torch.bfloat16, world_size=4)
+    # float32: the kept layers dominate. In bf16 they are half as large, and every rank's copy of the whole scene's
+    # dense outputs (gathered for rank 0 today) takes over: 4 processes then need 0.6 of one process's memory
+    one = estimate_inference_memory(VGGTConfig(), 1000, 518, 518, torch.float32)
+    four = estimate_inference_memory(VGGTConfig(), 1000, 518, 518, torch.float32, world_size=4)
     assert four.device_bytes < one.device_bytes / 2
 
 
@@ -62,6 +85,21 @@ def test_too_many_frames_stop_with_the_numbers_and_what_would_fit(monkeypatch: p
     assert check_inference_memory(config, fitting, 518, 518, cpu, torch.float32, 8)  # the advice itself fits
     assert "--skip-memory-check" in str(error.value)
     assert check_inference_memory(config, 400, 518, 518, cpu, torch.float32, 8, enforce=False)
+
+
+def test_most_frames_that_fit_is_the_largest_count_the_memory_check_lets_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory_plan, "free_memory_bytes", lambda device: 8 * GIB)
+    monkeypatch.setattr(memory_plan, "host_available_bytes", lambda: 8 * GIB)
+    config, cpu = VGGTConfig(), torch.device("cpu")
+    most = memory_plan.most_frames_that_fit(config, 518, 518, cpu, torch.bfloat16, 8)
+    assert most > 0
+    check_inference_memory(config, most, 518, 518, cpu, torch.bfloat16, 8)  # passes
+    with pytest.raises(MemoryPlanError):
+        check_inference_memory(config, most + 1, 518, 518, cpu, torch.bfloat16, 8)
+    monkeypatch.setattr(memory_plan, "free_memory_bytes", lambda device: None)
+    assert memory_plan.most_frames_that_fit(config, 518, 518, cpu, torch.bfloat16, 8) is None
 
 
 @pytest.mark.slow

@@ -164,7 +164,28 @@ run before any work, with or without --overwrite. If any step fails, OUT is left
 
 
 def add_model_arguments(group: argparse._ArgumentGroup) -> None:
-    """--model, --config, --device, --dtype and --resolution: how predict and eval load and feed the model."""
+    """--model, --config, --device, --dtype, --heads-autocast and --resolution: how predict, eval and app load and
+    feed the model."""
+    add_model_source_arguments(group)
+    group.add_argument(
+        "--heads-autocast",
+        action="store_true",
+        help="run the camera, depth and point heads in --dtype too (by default they compute in float32, as upstream "
+        "on a GPU; upstream on a CPU runs them in bf16 by accident). On this CPU in bf16 the heads ran 2.8x faster, "
+        "and VGGT-1B's outputs stay within the 1e-2 bf16 bound, but with less margin (world_points 9.2e-3)",
+    )
+    group.add_argument(
+        "--resolution",
+        type=int,
+        default=518,
+        metavar="PX",
+        help="crop: image width, pad: longer side; a multiple of 14 (default 518, the model's training size)",
+    )
+
+
+def add_model_source_arguments(group: argparse._ArgumentGroup) -> None:
+    """--model, --config, --device and --dtype: which model, where and in what precision (upstream's demo scripts
+    take these too)."""
     group.add_argument(
         "--model",
         default="facebook/VGGT-1B",
@@ -186,20 +207,6 @@ def add_model_arguments(group: argparse._ArgumentGroup) -> None:
         help="autocast dtype; auto: bfloat16 where the device computes it natively (Atlas A2 NPUs, CUDA sm80+, CPUs "
         "with AMX-BF16 or AVX512-BF16: outputs then differ from float32 within 1e-2 relative), else float16 on "
         "accelerators and float32 on the CPU; the choice is printed. VGGT_CPU_BF16=0/1 overrides the CPU detection",
-    )
-    group.add_argument(
-        "--heads-autocast",
-        action="store_true",
-        help="run the camera, depth and point heads in --dtype too (by default they compute in float32, as upstream "
-        "on a GPU; upstream on a CPU runs them in bf16 by accident). On this CPU in bf16 the heads ran 2.8x faster, "
-        "and VGGT-1B's outputs stay within the 1e-2 bf16 bound, but with less margin (world_points 9.2e-3)",
-    )
-    group.add_argument(
-        "--resolution",
-        type=int,
-        default=518,
-        metavar="PX",
-        help="crop: image width, pad: longer side; a multiple of 14 (default 518, the model's training size)",
     )
 
 
@@ -364,7 +371,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def predict_and_report(options: PredictOptions) -> None:
     """predict(options) and its summary, printed by the rank that wrote the outputs. A spawned rank runs this as
     its main function, so it installs the stop-signal handlers there too (in the parent they are in place)."""
-    with stop_signals_raise(), readable_warnings("predict"):
+    with stop_signals_raise(), readable_warnings("vggt predict"):
         summary = predict(options)
     if summary is not None:
         print(summary.describe())
@@ -484,7 +491,7 @@ def run_eval(args: argparse.Namespace) -> int:
         fast_eval=getattr(args, "fast_eval", False),
         root=getattr(args, "root", None),
     )
-    with readable_warnings("eval"):
+    with readable_warnings("vggt eval"):
         report = run_evaluation(options)
     print("\n".join(table_lines(report, markdown=False)))
     for difference in report.get("differences_from_published", []):
@@ -533,7 +540,7 @@ def add_view(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_view(args: argparse.Namespace) -> int:
-    with readable_warnings("view"):
+    with readable_warnings("vggt view"):
         serve(args.out_dir, args.host, args.port, args.conf_threshold, args.max_points)
     return 0
 
@@ -552,8 +559,9 @@ def add_app(subparsers: argparse._SubParsersAction) -> None:
             "frame filter and camera toggle re-render without a second inference. One reconstruction runs at\n"
             "a time; others wait in a queue and see their place. Scripts can call the /reconstruct endpoint\n"
             "(gradio_client: Client(url).predict([handle_file(p), ...], 50, api_name='/reconstruct') returns the\n"
-            "GLB, the zip and a status line). Fully offline: no analytics, no share link, nothing from a CDN.\n"
-            "Every file lives in a temporary folder removed when its page closes and at exit (Ctrl-C, SIGTERM).\n"
+            "GLB, the zip and a status line). Offline: no analytics, no share link, nothing from a CDN (weights:\n"
+            "a local --model, or HF_HUB_OFFLINE=1 to read the Hugging Face cache only). Every file lives in a\n"
+            "temporary folder removed when its page closes and at exit (Ctrl-C, SIGTERM).\n"
             "Needs gradio: pip install 'vggt-npu[app]' (Python >= 3.10)."
         ),
         examples=(
@@ -591,7 +599,7 @@ def run_app(args: argparse.Namespace) -> int:
         heads_autocast=args.heads_autocast,
         max_frames=args.max_frames,
     )
-    with readable_warnings("app"):
+    with readable_warnings("vggt app"):
         for noise in (ResourceWarning, DeprecationWarning, FutureWarning):  # the web stack's, not the user's business
             warnings.filterwarnings("ignore", category=noise)
         serve_app(settings, args.host, args.port)
@@ -599,11 +607,12 @@ def run_app(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def readable_warnings(command: str) -> Iterator[None]:
-    """Show library warnings as `vggt COMMAND: warning: ...` lines on stderr instead of Python's format."""
+def readable_warnings(prog: str) -> Iterator[None]:
+    """Show library warnings as `PROG: warning: ...` lines on stderr (e.g. "vggt predict") instead of Python's
+    format."""
 
     def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
-        print(f"vggt {command}: warning: {message}", file=sys.stderr)
+        print(f"{prog}: warning: {message}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -643,13 +652,19 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help and usage errors: hand back their status instead of exiting
         return int(exit_.code or 0)
+    return run_reporting_errors(f"vggt {args.command}", lambda: args.handler(args))
+
+
+def run_reporting_errors(prog: str, action: Callable[[], int]) -> int:
+    """`action()`'s exit status, with stop signals raising (vggt.interrupts): a library error for bad input (OSError,
+    ValueError) becomes `PROG: error: ...` and status 2, a stop signal one line and 128 + its number."""
     try:
         with stop_signals_raise():
-            return args.handler(args)
+            return action()
     except (OSError, ValueError) as err:  # the library's bad-input errors carry a readable message
-        print(f"vggt {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # Interrupted, or a Ctrl-C that reached a thread without our handlers
         stop = err if isinstance(err, Interrupted) else Interrupted(signal.SIGINT)
-        print(f"vggt {args.command}: {stop}; what it was writing is rolled back", file=sys.stderr)
+        print(f"{prog}: {stop}; what it was writing is rolled back", file=sys.stderr)
         return stop.exit_status

@@ -3,9 +3,10 @@
 Inference (no autograd, token-wise work in frame chunks, see vggt.layers.token_chunks) peaks in one
 of two phases, and the estimate is the larger:
 
-- aggregator, last global block: the kept layer outputs (2C float32 per token each: the residual stream
-  stays float32 under autocast), the residual stream (C float32) and the global keys and values (2C in
-  the compute dtype) over all tokens, plus one chunk's transients (norms, projections, MLP hidden);
+- aggregator, last global block: the kept layer outputs (2C per token each, in the compute dtype:
+  VGGT.hold_in_compute_dtype, as vggt predict loads the model), the residual stream (C float32: it stays
+  float32 under autocast) and the global keys and values (2C in the compute dtype) over all tokens, plus one
+  chunk's transients (norms, projections, MLP hidden);
 - heads: the kept layer outputs, the dense outputs (depth 2 + points 4 floats a pixel, the point head's
   chunks and their concatenation) and one chunk of DPT feature maps at full resolution (the refinement
   stages and two maps of `dpt_features / 2` channels at the image size); with query points also the
@@ -18,10 +19,10 @@ of two phases, and the estimate is the larger:
   (vggt.runtime.npu.split_attention): a contiguous key and value chunk of at most the limit, and per query
   chunk its copy, one chunk result and the float32 merge temporaries, in the aggregator phase.
 
-Weights count once (their own dtype). Host memory holds the loaded images, the float32 prediction
-arrays and the exports; on the CPU device and host are the same memory. With N processes
-(sequence parallelism) a process holds its frames' share of everything per frame, plus the gathered
-outputs of the whole scene.
+Weights count once, in the dtypes predict loads them in (the aggregator's matmul weights in the compute
+dtype). Host memory holds the loaded images, the float32 prediction arrays and the exports; on the CPU
+device and host are the same memory. With N processes (sequence parallelism) a process holds its frames'
+share of everything per frame, plus the gathered outputs of the whole scene.
 """
 
 from __future__ import annotations
@@ -108,6 +109,15 @@ def parameter_count(config: VGGTConfig) -> int:
     return sum(p.numel() for p in build_on_meta_device(VGGT, config).parameters())
 
 
+def inference_weight_bytes(config: VGGTConfig, dtype: torch.dtype) -> int:
+    """Bytes of the weights as vggt predict loads them for autocast to `dtype` (VGGT.from_pretrained's
+    torch_dtype: the aggregator's matmul weights in `dtype`, the rest float32), counted on the meta device."""
+    model = build_on_meta_device(VGGT, config)
+    if dtype != torch.float32:
+        model.hold_in_compute_dtype(dtype)
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
 def estimate_inference_memory(
     config: VGGTConfig,
     frames: int,
@@ -122,7 +132,7 @@ def estimate_inference_memory(
 ) -> MemoryEstimate:
     """Peak memory of `model(images)` for [1, frames, 3, height, width] images under autocast to `dtype`.
 
-    `weights_bytes` defaults to the float32 parameters of `config`; `world_size` > 1 estimates one process
+    `weights_bytes` defaults to inference_weight_bytes(config, dtype); `world_size` > 1 estimates one process
     of sequence-parallel inference (its ceil(frames / world_size) frames). `split_attention_tokens`: the
     sequence length beyond which the device's attention runs split (vggt.runtime.kernels.split_attention_tokens;
     None: never).
@@ -131,8 +141,8 @@ def estimate_inference_memory(
     local = math.ceil(frames / world_size)
     chunk = min(frames_chunk_size or local, local)
     P, C, pixels = tokens_per_frame(config, height, width), config.embed_dim, height * width
-    kept = len(config.layers_read_by_heads()) * 2 * C * FLOAT32 * P
-    weights = parameter_count(config) * FLOAT32 if weights_bytes is None else weights_bytes
+    kept = len(config.layers_read_by_heads()) * 2 * C * compute * P
+    weights = inference_weight_bytes(config, dtype) if weights_bytes is None else weights_bytes
     images = 3 * pixels * FLOAT32
 
     keys_values = 2 * C * compute * P * (1 if world_size == 1 else 3)  # across processes: q, k, v and their copies
@@ -186,11 +196,18 @@ def largest_fitting(fits: Callable[[int], bool], upper: int) -> int:
 
 
 def _needed_bytes(
-    config: VGGTConfig, height: int, width: int, device: torch.device, weights: int, split: int | None, **args: Any
+    config: VGGTConfig,
+    height: int,
+    width: int,
+    device: torch.device,
+    weights: Callable[[torch.dtype], int],
+    split: int | None,
+    **args: Any,
 ) -> int:
-    """What a run needs of the memory that `free_memory_bytes(device)` reports (args: estimate_inference_memory's)."""
+    """What a run needs of the memory that `free_memory_bytes(device)` reports (args: estimate_inference_memory's;
+    `weights(dtype)`: the weights' bytes)."""
     estimate = estimate_inference_memory(
-        config, height=height, width=width, weights_bytes=weights, split_attention_tokens=split, **args
+        config, height=height, width=width, weights_bytes=weights(args["dtype"]), split_attention_tokens=split, **args
     )
     if device.type == "cpu":  # one memory: every process's share, the host arrays once
         return args.get("world_size", 1) * estimate.device_bytes + estimate.host_bytes
@@ -204,14 +221,17 @@ def most_frames_that_fit(
     device: torch.device,
     dtype: torch.dtype,
     frames_chunk_size: int | None,
+    weights_resident: bool = False,
     upper: int = 100_000,
 ) -> int | None:
     """The most frames (at most `upper`) of one process's inference that fit the memory free on `device` now, as
-    check_inference_memory counts it; 0 when not even one does, None when the free memory is unknown."""
+    check_inference_memory counts it (`weights_resident`: the model is loaded there already, so the free memory
+    excludes its weights); 0 when not even one does, None when the free memory is unknown."""
     free = free_memory_bytes(device)
     if free is None:
         return None
-    weights, split = parameter_count(config) * FLOAT32, split_attention_tokens(device)
+    weights = _no_weights if weights_resident else _weights_by_dtype(config)
+    split = split_attention_tokens(device)
 
     def fits(frames: int) -> bool:
         need = _needed_bytes(config, height, width, device, weights, split, frames=frames, dtype=dtype,
@@ -219,6 +239,23 @@ def most_frames_that_fit(
         return need <= free
 
     return largest_fitting(fits, upper)
+
+
+def _no_weights(dtype: torch.dtype) -> int:
+    """The weights' bytes still to come when the model is loaded already."""
+    return 0
+
+
+def _weights_by_dtype(config: VGGTConfig) -> Callable[[torch.dtype], int]:
+    """inference_weight_bytes(config, dtype), each dtype counted once."""
+    counted: dict[torch.dtype, int] = {}
+
+    def weights(dtype: torch.dtype) -> int:
+        if dtype not in counted:
+            counted[dtype] = inference_weight_bytes(config, dtype)
+        return counted[dtype]
+
+    return weights
 
 
 class MemoryPlanError(ValueError):
@@ -236,20 +273,23 @@ def check_inference_memory(
     world_size: int = 1,
     query_points: int = 0,
     enforce: bool = True,
+    weights_resident: bool = False,
 ) -> str:
     """A one-line estimate of peak memory against what is free; raises MemoryPlanError (when `enforce`) naming the
-    frame count, chunk size, dtype and process count that would fit instead."""
+    frame count, chunk size, dtype and process count that would fit instead. `weights_resident`: the model is
+    loaded on `device` already (the free memory excludes its weights)."""
 
-    weights = parameter_count(config) * FLOAT32
+    weights = _weights_by_dtype(config)
+    still_needed = _no_weights if weights_resident else weights
     split = split_attention_tokens(device)
 
     def need(**changes: Any) -> int:
         args = {"frames": frames, "dtype": dtype, "frames_chunk_size": frames_chunk_size, "world_size": world_size}
         args.update({"query_points": query_points, **changes})
-        return _needed_bytes(config, height, width, device, weights, split, **args)
+        return _needed_bytes(config, height, width, device, still_needed, split, **args)
 
     estimate = estimate_inference_memory(
-        config, frames, height, width, dtype, frames_chunk_size, world_size, query_points, weights, split
+        config, frames, height, width, dtype, frames_chunk_size, world_size, query_points, weights(dtype), split
     )
     free_device, free_host = free_memory_bytes(device), host_available_bytes()
     tracked = f" with {query_points} query points" if query_points else ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,18 +99,68 @@ class LoadReport:
 
 
 # reading ------------------------------------------------------------------------------------
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors file or a torch checkpoint (plain state dict or {"model": ...}), on CPU."""
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}  # fmt: skip
+MAX_SAFETENSORS_HEADER = 100 * 1024**2  # the format's own limit on the JSON header
+
+
+def _safetensors_header(path: Path, file: Any) -> tuple[dict[str, Any], int]:
+    """(tensor name -> {"dtype", "shape", "data_offsets"}, offset of the data) of an open .safetensors file."""
+    size = int.from_bytes(file.read(8), "little")
+    if not 2 <= size <= MAX_SAFETENSORS_HEADER:
+        raise ValueError(f"{path} is not a readable safetensors file: a header of {size} bytes")
+    try:
+        header = json.loads(file.read(size))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file: its header is not JSON ({err})") from err
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a readable safetensors file: its header is not a JSON object")
+    header.pop("__metadata__", None)
+    data_start, data_size = 8 + size, os.path.getsize(path) - 8 - size
+    for name, entry in header.items():
+        try:
+            dtype, shape, (begin, end) = SAFETENSORS_DTYPES[entry["dtype"]], entry["shape"], entry["data_offsets"]
+            expected = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path} is not a readable safetensors file: bad entry for {name!r} ({err!r})") from err
+        if not 0 <= begin <= end <= data_size or end - begin != expected:
+            raise ValueError(f"{path} is not a readable safetensors file: {name!r} lies outside its data")
+    return header, data_start
+
+
+def _read_safetensors(path: Path, dtypes: Mapping[str, torch.dtype]) -> dict[str, torch.Tensor]:
+    """The tensors of `path`, read one at a time with plain reads and each cast at once to `dtypes[name]` (after
+    WRAPPER_PREFIXES are stripped) where given. No memory map: the file's pages never count as this process's
+    memory, and a float32 file loads into bfloat16 without ever holding all of it in float32."""
+    with open(path, "rb") as file:
+        header, data_start = _safetensors_header(path, file)
+        names = strip_wrapper_prefixes(dict.fromkeys(header))  # stored name -> the model's name, in file order
+        renamed = dict(zip(header, names))
+        state = {}
+        for stored, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            begin, end = entry["data_offsets"]
+            dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+            buffer = bytearray(end - begin)
+            file.seek(data_start + begin)
+            if file.readinto(buffer) != len(buffer):
+                raise ValueError(f"{path} is not a readable safetensors file: {stored!r} is cut short")
+            flat = torch.frombuffer(buffer, dtype=dtype) if buffer else torch.empty(0, dtype=dtype)
+            name = renamed[stored]
+            state[name] = flat.reshape(entry["shape"]).to(dtypes.get(name, dtype))
+    return state
+
+
+def read_state_dict(path: str | Path, dtypes: Mapping[str, torch.dtype] | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file or a torch checkpoint (plain state dict or {"model": ...}), on CPU, cast to
+    `dtypes[name]` where given (a .safetensors file tensor by tensor as it is read; see _read_safetensors)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except Exception as err:  # safetensors raises its own error types for corrupt headers
-            raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+        return _read_safetensors(path, dtypes or {})
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -124,7 +174,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = state["model"]  # training checkpoints keep the model under "model"
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
-    return strip_wrapper_prefixes(dict(state))
+    state = strip_wrapper_prefixes(dict(state))
+    return {name: tensor.to((dtypes or {}).get(name, tensor.dtype)) for name, tensor in state.items()}
 
 
 def strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -275,8 +326,10 @@ def load_pretrained(
     map_location: str | torch.device = "cpu",
     hub_kwargs: dict[str, Any] | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    lower_precision: Callable[[nn.Module], None] | None = None,
 ) -> nn.Module:
-    """The implementation of `VGGT.from_pretrained`."""
+    """The implementation of `VGGT.from_pretrained`. `lower_precision(model)` casts some of a model's parameters
+    (on the meta device: free) before loading, and the checkpoint's tensors are read straight into those dtypes."""
     weights_path, json_config = resolve_source(source, hub_kwargs)
     if config is not None:
         cfg = as_config(config)
@@ -286,11 +339,15 @@ def load_pretrained(
         cfg = VGGTConfig()
     if model_kwargs:
         cfg = VGGTConfig.from_dict({**cfg.to_dict(), **model_kwargs})
-    state = read_state_dict(weights_path)
     model = build_on_meta_device(model_cls, cfg)
+    if lower_precision is not None:
+        lower_precision(model)
+    state = read_state_dict(weights_path, {name: t.dtype for name, t in model.state_dict().items()})
     fit = compare_state_dict(model, state)
     if not strict and (fit.missing or fit.shape_mismatch):
         model = model_cls(config=cfg)  # tensors the checkpoint cannot fill keep a real random init
+        if lower_precision is not None:
+            lower_precision(model)
     report = load_weights(model, state, strict=strict, source=str(weights_path))
     if not report.ok:
         warnings.warn(report.describe(), stacklevel=3)

@@ -12,6 +12,7 @@ import pytest
 from tests.app.conftest import APP_RESOLUTION
 from tests.predict.conftest import write_scene_video
 from vggt.app.reconstruction import ALL_FRAMES, AppSettings, Reconstructor, selected_frame
+from vggt.app.ui import import_gradio
 from vggt.app.workspace import Workspace
 from vggt.predict.points import MIN_CONFIDENCE, saved_cloud
 
@@ -26,6 +27,8 @@ def expected_count(arrays: dict[str, np.ndarray], points: str, confidence: str, 
     the percentile of those pixels' confidence: counted here pixel by pixel, apart from the code under test."""
     values = []
     for frame in frames:
+        if points == "world_points_from_depth" and not arrays["camera_valid"][frame]:
+            continue  # depth points need the frame's camera
         x0, y0, x1, y1 = arrays["content_box"][frame]
         conf = arrays[confidence][frame, y0:y1, x0:x1]
         finite = np.isfinite(arrays[points][frame, y0:y1, x0:x1]).all(-1)
@@ -73,24 +76,31 @@ def test_render_follows_the_point_source_percentile_frame_and_camera_choices(rec
 
 def test_saved_cloud_keeps_one_frame_and_refuses_a_missing_point_head() -> None:
     arrays = {
-        "world_points_from_depth": np.ones((2, 4, 4, 3), dtype=np.float32),
-        "depth_conf": np.full((2, 4, 4), 2.0, dtype=np.float32),
-        "images": np.zeros((2, 3, 4, 4), dtype=np.float32),
-        "content_box": np.array([[0, 0, 4, 4], [1, 0, 3, 4]]),
+        "world_points_from_depth": np.ones((3, 4, 4, 3), dtype=np.float32),
+        "depth_conf": np.full((3, 4, 4), 2.0, dtype=np.float32),
+        "images": np.zeros((3, 3, 4, 4), dtype=np.float32),
+        "content_box": np.array([[0, 0, 4, 4], [1, 0, 3, 4], [0, 0, 4, 4]]),
+        "camera_valid": np.array([True, True, False]),
     }
     cloud = saved_cloud(arrays, 0, "depth", frame=1)
     assert set(cloud.frame) == {1} and len(cloud) == 2 * 4  # the content box's 2 columns of 4 rows
+    everything = saved_cloud(arrays, 0, "depth")
+    assert set(everything.frame) == {0, 1} and len(everything) == 16 + 8  # frame 2 has no usable camera
     with pytest.raises(ValueError, match="no point head"):
         saved_cloud(arrays, 0, "point_map")
+    arrays.update(world_points=arrays["world_points_from_depth"], world_points_conf=arrays["depth_conf"])
+    assert set(saved_cloud(arrays, 0, "point_map").frame) == {0, 1, 2}  # the point map needs no camera
 
 
 def test_too_many_frames_are_refused_before_inference(tiny_weights, scene_images, tmp_path) -> None:
     settings = AppSettings(model=str(tiny_weights), device="cpu", resolution=APP_RESOLUTION, max_frames=2)
     small = Reconstructor(settings, Workspace(tmp_path))
     assert small.max_frames == 2  # the option lowers the memory plan's limit
+    images = sorted(map(str, scene_images.iterdir()))
+    kept = small.reconstruct("s", images[:2]).folder
     with pytest.raises(ValueError, match="at most 2"):
-        small.reconstruct("s", sorted(map(str, scene_images.iterdir())))
-    assert [list(folder.iterdir()) for folder in tmp_path.glob("*/request_*")] == [[]]  # nothing was predicted
+        small.reconstruct("s", images)
+    assert list(tmp_path.glob("*/request_*")) == [kept]  # refused before a new folder: the last scene stays
     with pytest.raises(ValueError, match="not both"):
         small.reconstruct("s", [str(next(scene_images.iterdir()))], video="walk.mp4")
     with pytest.raises(ValueError, match="upload images or a video"):
@@ -126,9 +136,8 @@ def test_workspace_keeps_one_folder_per_session_and_removes_everything_at_close(
 
 
 def test_a_missing_gradio_says_what_to_install(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vggt.app.ui import import_gradio
-
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio now raises ImportError
-    monkeypatch.setenv("GRADIO_TEMP_DIR", "unchanged")  # restored after the test
+    for variable in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED"):
+        monkeypatch.setenv(variable, "unchanged")  # restored after the test
     with pytest.raises(ValueError, match=r"pip install 'vggt-npu\[app\]'"):
         import_gradio(tmp_path)

@@ -24,6 +24,7 @@ from tests.app.conftest import APP_RESOLUTION
 from tests.browser import (
     BROWSERS,
     LOOPBACK,
+    AppPage,
     DevToolsTab,
     PageNotReady,
     chromium_command,
@@ -43,7 +44,6 @@ START_TIMEOUT = 120.0  # seconds for the server to import gradio, load the tiny 
 READY_TIMEOUT = 240.0  # seconds for the page to load, reconstruct and draw; SwiftShader on a busy CPU is slow
 MIN_SCENE_PIXELS = 300  # magenta pixels inside the 3D canvas that show the points are drawn
 WINDOW = (1280, 1000)
-FILE_INPUT = "#vggt-images input[type=file]"
 
 
 @dataclass
@@ -120,36 +120,6 @@ def test_gradio_client_gets_the_error_of_a_file_that_is_no_image(server: AppServ
     assert status.startswith("error:") and "notes.txt" in status and "image" in status
 
 
-class Page:
-    """The app's page in one Chromium tab, with the calls the tests need."""
-
-    def __init__(self, tab: DevToolsTab, deadline: float) -> None:
-        self.tab, self.deadline = tab, deadline
-
-    def text(self, selector: str) -> str:
-        return self.tab.evaluate(f"(document.querySelector({selector!r}) || {{innerText: ''}}).innerText") or ""
-
-    def upload_and_reconstruct(self, paths: list[Path]) -> None:
-        ready = "!!document.querySelector(" + repr(FILE_INPUT) + ")"
-        wait_for(lambda: self.tab.evaluate(ready) or None, "the file input", self.deadline)
-        self.tab.set_files(FILE_INPUT, paths)
-        shown = lambda: all(path.stem in self.text("#vggt-images") for path in paths) or None  # noqa: E731
-        wait_for(shown, "the uploaded files to be listed", self.deadline)
-        self.tab.evaluate("document.querySelector('#vggt-reconstruct').click()")
-
-    def canvas(self) -> np.ndarray | None:
-        """The screenshot's part inside the scene's canvas, None before there is one."""
-        box = self.tab.evaluate(
-            "(() => { const c = document.querySelector('#vggt-scene canvas'); if (!c) return null;"
-            " const r = c.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })()"
-        )
-        if not box or box[2] - box[0] < 10:
-            return None
-        shot = self.tab.screenshot()
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
-        return shot[max(y0, 0) : y1, max(x0, 0) : x1]
-
-
 def test_the_page_reconstructs_and_draws_the_scene_in_headless_chromium(
     server: AppServer, magenta_images: list[Path], tmp_path: Path
 ) -> None:
@@ -161,7 +131,7 @@ def test_the_page_reconstructs_and_draws_the_scene_in_headless_chromium(
     profile = tmp_path / "profile"
     with started([*chromium_command(browser, profile, WINDOW), "about:blank"], tmp_path / "chromium.log"):
         tab = DevToolsTab(wait_for(lambda: page_websocket(profile), "Chromium's DevTools port", deadline))
-        page = Page(tab, deadline)
+        page = AppPage(tab, deadline)
         try:
             tab.call("Network.enable")
             tab.call("Page.navigate", url=server.url)
@@ -205,5 +175,5 @@ def test_stopping_the_server_removes_its_files(tiny_weights: Path, scene_images:
         assert client.predict(images, 50, api_name="/reconstruct")[0] is not None
         assert any(running.root.rglob("predictions.npz"))
         running.process.send_signal(signal.SIGTERM)
-        running.process.wait(timeout=60)
+        assert running.process.wait(timeout=60) == 128 + signal.SIGTERM, running.log.read_text()
     assert not running.root.exists(), running.log.read_text()

@@ -4,6 +4,7 @@ and scenes re-rendered from its predictions.npz (no second inference) with the p
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from vggt.app.workspace import Workspace
 from vggt.memory_plan import most_frames_that_fit, planning_config
 from vggt.parallel.launch import process_device
 from vggt.predict.colmap import import_pycolmap
-from vggt.predict.glb import write_glb
+from vggt.predict.glb import import_trimesh, write_glb
 from vggt.predict.inference import load_model
 from vggt.predict.pipeline import PREDICTIONS, PredictOptions, predict
 from vggt.predict.points import saved_cloud
@@ -92,45 +93,55 @@ def available_exports() -> tuple[str, ...]:
 
 
 class Reconstructor:
-    """Holds the model (loaded once, at construction) and runs requests in `workspace`."""
+    """Holds the model (loaded once, at construction, and kept on its device) and runs requests in `workspace`.
+
+    Reconstructions run one at a time (the page's queue); re-renders may run beside them and each other, so the
+    predictions cache and the render folders are shared under one lock.
+    """
 
     def __init__(self, settings: AppSettings, workspace: Workspace) -> None:
         self.settings, self.workspace = settings, workspace
+        try:
+            import_trimesh()  # the 3D scene is a GLB: say so before the model loads
+        except ValueError:
+            raise ValueError(
+                "vggt app builds its 3D scene with trimesh and scipy, which are not installed: "
+                "pip install 'vggt-npu[app]'"
+            ) from None
+        self.exports = available_exports()  # here, in the main thread: pycolmap's import takes the stop signals
         self.device = process_device(settings.device)
         configure_process(self.device)
         self.dtype = parse_dtype(settings.dtype, self.device)
         self.precision = describe_dtype_choice(settings.dtype, self.device)
         print(f"loading the model from {settings.model}")
-        self.model = load_model(settings.model, settings.config, settings.heads_autocast, self.dtype)
+        self.model = load_model(settings.model, settings.config, settings.heads_autocast, self.dtype).to(self.device)
         self.max_frames = self._frame_limit()
-        self.exports = available_exports()  # here, in the main thread: pycolmap's import takes the stop signals
+        self._lock = threading.Lock()
         self._cached: tuple[Path, dict[str, np.ndarray]] | None = None  # the last predictions read
 
     def _frame_limit(self) -> int | None:
-        """The memory plan's limit on this device now (square images of the resolution), lowered by --max-frames."""
+        """The memory plan's limit on this device now, with the model on it (square images of the resolution),
+        lowered by --max-frames; a limit of 0 stops the server."""
         side, settings = self.settings.resolution, self.settings
         config = planning_config(settings.config, settings.model)
-        planned = most_frames_that_fit(config, side, side, self.device, self.dtype, settings.frames_chunk_size)
+        planned = most_frames_that_fit(
+            config, side, side, self.device, self.dtype, settings.frames_chunk_size, weights_resident=True
+        )
+        if planned == 0:
+            raise ValueError(
+                f"not even one frame of {side} px fits the memory free on {self.device} next to the model; "
+                "lower --resolution or free some memory"
+            )
         limits = [limit for limit in (planned, settings.max_frames) if limit is not None]
         return min(limits) if limits else None
 
-    def collect_frames(self, images: Sequence[str] | None, video: str | None, fps: float, folder: Path) -> list[Path]:
-        """The uploaded images, or the frames sampled from the uploaded video, refused beyond the frame limit."""
-        if images and video:
-            raise ValueError("upload images or one video, not both (clear one of them)")
-        if video:
-            paths = extract_frames(Path(video), fps, folder / "video_frames", progress=True)
-        elif images:
-            paths = [Path(path) for path in images]
-        else:
-            raise ValueError("upload images or a video first")
-        if self.max_frames is not None and len(paths) > self.max_frames:
+    def _check_count(self, frames: int, video: bool) -> None:
+        if self.max_frames is not None and frames > self.max_frames:
             detail = "sample the video at fewer frames per second" if video else "upload fewer images"
             raise ValueError(
-                f"{len(paths)} frames, but this server takes at most {self.max_frames} on {self.device} (its memory "
+                f"{frames} frames, but this server takes at most {self.max_frames} on {self.device} (its memory "
                 f"plan at {self.settings.resolution} px, or its --max-frames); {detail}"
             )
-        return paths
 
     def reconstruct(
         self,
@@ -140,9 +151,21 @@ class Reconstructor:
         fps: float = 1.0,
         percentile: float = 50.0,
     ) -> Reconstruction:
-        """`vggt predict` of the upload into a new request folder of `session` (its earlier one is removed)."""
-        folder = self.workspace.new_request(session)
-        paths = self.collect_frames(images, video, fps, folder)
+        """`vggt predict` of the upload (images, or the frames sampled from one video) into a new request folder of
+        `session`; its earlier folder is removed once an image upload has passed its checks (a video's frames are
+        counted once sampled)."""
+        if images and video:
+            raise ValueError("upload images or one video, not both (clear one of them)")
+        if not images and not video:
+            raise ValueError("upload images or a video first")
+        if images:
+            self._check_count(len(images), video=False)
+            folder = self.workspace.new_request(session)
+            paths = [Path(path) for path in images]
+        else:
+            folder = self.workspace.new_request(session)
+            paths = extract_frames(Path(video), fps, folder / "video_frames", progress=True)
+            self._check_count(len(paths), video=True)
         settings = self.settings
         options = PredictOptions(
             images=paths,
@@ -156,8 +179,10 @@ class Reconstructor:
             frames_chunk_size=settings.frames_chunk_size,
             conf_threshold=percentile,
             exports=self.exports,
+            memory_check=False,  # the frame limit is that check, made at start (the allocator's cache reads as used)
         )
         start = time.perf_counter()
+        # catch_warnings is process-wide: while this runs, a re-render's warnings land here too (there are none)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore")  # the web stack's ResourceWarnings and deprecations are not the user's
             warnings.simplefilter("always", UserWarning)  # predict's own: frames without a camera, skipped files
@@ -165,32 +190,36 @@ class Reconstructor:
         names = [str(name) for name in self.predictions(folder)["image_names"]]
         return Reconstruction(folder, names, time.perf_counter() - start, [str(w.message) for w in caught])
 
-    def predictions(self, folder: Path) -> dict[str, np.ndarray]:
+    def predictions(self, folder: Path | str) -> dict[str, np.ndarray]:
         """The arrays of a request folder's predictions.npz (the last one read is kept)."""
+        folder = Path(folder)
         if not self.workspace.owns(folder):
             raise ValueError(
                 "this reconstruction is gone (the server restarted or the page was reopened); run it again"
             )
-        if self._cached is None or self._cached[0] != folder:
-            with np.load(Path(folder) / OUTPUTS / PREDICTIONS, allow_pickle=False) as data:
-                self._cached = (Path(folder), {key: data[key] for key in data.files})
-        return self._cached[1]
+        with self._lock:
+            cached = self._cached
+            if cached is None or cached[0] != folder:
+                with np.load(folder / OUTPUTS / PREDICTIONS, allow_pickle=False) as data:
+                    cached = self._cached = (folder, {key: data[key] for key in data.files})
+        return cached[1]
 
     def render(
-        self, folder: Path, source: str, percentile: float, show_cameras: bool, frame: int | None
+        self, folder: Path | str, source: str, percentile: float, show_cameras: bool, frame: int | None
     ) -> tuple[Path, int]:
         """A GLB of the request's points from `source` ("depth" or "point_map") at `percentile`, of one frame or all,
-        with or without the camera frustums. Returns the file (new name each time: browsers cache by URL) and its
-        point count; the request's earlier renders are removed."""
+        with or without the camera frustums. Returns the file (a new name each time, so that no render overwrites
+        one being sent) and its point count; the request's earlier renders are removed."""
         arrays = self.predictions(folder)
         cloud = saved_cloud(arrays, percentile, source, frame)
         renders = Path(folder) / "renders"
-        renders.mkdir(exist_ok=True)
-        for old in renders.glob("*.glb"):
-            old.unlink()
-        path = renders / f"scene_{time.monotonic_ns()}.glb"
-        cameras = arrays["camera_valid"] & show_cameras
-        write_glb(path, cloud, arrays["extrinsic"], arrays["intrinsic"], cameras, arrays["images"].shape[-2:])
+        with self._lock:
+            renders.mkdir(exist_ok=True)
+            for old in renders.glob("*.glb"):
+                old.unlink(missing_ok=True)
+            path = renders / f"scene_{time.monotonic_ns()}.glb"
+            cameras = arrays["camera_valid"] & show_cameras
+            write_glb(path, cloud, arrays["extrinsic"], arrays["intrinsic"], cameras, arrays["images"].shape[-2:])
         return path, len(cloud)
 
     def describe(self, result: Reconstruction) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -9,16 +10,24 @@ from vggt.app.reconstruction import AppSettings, Reconstructor
 from vggt.app.ui import build_app, import_gradio
 from vggt.app.workspace import Workspace
 from vggt.predict.viewer import LOOPBACK_HOST, is_loopback
+from vggt.utils.load_fn import PATCH_SIZE
 
 QUEUE_SIZE = 64  # waiting requests beyond this are refused (each sees its place in the line)
+WAIT_SECONDS = 0.5  # how soon the main thread notices a stop signal
 
 
 def check_settings(settings: AppSettings, host: str, port: int) -> None:
     """Refuse bad options before the model loads; warn about a host other than loopback."""
     if settings.max_frames is not None and settings.max_frames < 1:
         raise ValueError(f"--max-frames must be at least 1, got {settings.max_frames}")
-    if not 0 <= port <= 65535:
-        raise ValueError(f"--port must be 0-65535, got {port}")
+    if settings.frames_chunk_size < 1:
+        raise ValueError(f"--frames-chunk-size must be at least 1, got {settings.frames_chunk_size}")
+    if settings.resolution <= 0 or settings.resolution % PATCH_SIZE:
+        raise ValueError(
+            f"--resolution must be a positive multiple of {PATCH_SIZE}, got {settings.resolution}; e.g. 518"
+        )
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port must be 1-65535, got {port}")
     if not is_loopback(host):
         warnings.warn(
             f"--host {host} lets other machines on the network use this app and see what is uploaded; leave "
@@ -28,8 +37,8 @@ def check_settings(settings: AppSettings, host: str, port: int) -> None:
 
 
 def serve(settings: AppSettings, host: str = LOOPBACK_HOST, port: int = 7860, temp_parent: Path | None = None) -> None:
-    """Serve until Ctrl-C or SIGTERM (under vggt.interrupts.stop_signals_raise); the temporary root, under
-    `temp_parent` or the system's temp folder, is removed however the server stops."""
+    """Serve until Ctrl-C or SIGTERM (under vggt.interrupts.stop_signals_raise, which raises Interrupted here); the
+    temporary root, under `temp_parent` or the system's temp folder, is removed however the server stops."""
     check_settings(settings, host, port)
     workspace = Workspace(temp_parent)
     try:
@@ -51,6 +60,12 @@ def serve(settings: AppSettings, host: str = LOOPBACK_HOST, port: int = 7860, te
             mcp_server=False,
             pwa=False,
             allowed_paths=[str(workspace.root)],
+            prevent_thread_lock=True,  # Gradio's own wait swallows Ctrl-C and SIGTERM: ours lets them end the command
         )
+        try:
+            while True:
+                time.sleep(WAIT_SECONDS)
+        finally:
+            app.close()
     finally:
         workspace.close()

@@ -17,6 +17,9 @@ from typing import Any
 from vggt.app.reconstruction import ALL_FRAMES, PREDICTION_MODES, Reconstructor, selected_frame
 
 RECONSTRUCT_QUEUE = "reconstruct"  # the page's button and the API wait in one line, one job at a time
+# API clients close no page (no unload event), so all their requests share one folder: each replaces the last,
+# after Gradio has copied the last one's results into its cache
+API_SESSION = "api"
 DEFAULT_PERCENTILE = 50.0
 TITLE = "VGGT: cameras, depth and points from images"
 INTRO = (
@@ -43,7 +46,7 @@ def _failure(err: Exception) -> str:
 
 def session_of(request: Any) -> str:
     """The browser session of a gr.Request (API clients have one too)."""
-    return getattr(request, "session_hash", None) or "api"
+    return getattr(request, "session_hash", None) or API_SESSION
 
 
 def build_app(reconstructor: Reconstructor, gr: ModuleType) -> Any:  # -> gr.Blocks
@@ -78,10 +81,10 @@ def build_app(reconstructor: Reconstructor, gr: ModuleType) -> Any:  # -> gr.Blo
         depth, confidence = result.gallery("depth"), result.gallery("confidence")
         return str(result.folder), scene, status, depth, confidence, downloads, frames
 
-    def reconstruct_api(images, percentile, request: gr.Request):
+    def reconstruct_api(images, percentile):
         """/reconstruct: (image files, confidence percentile) -> (GLB, zip of the outputs, status text)."""
         try:
-            result = reconstructor.reconstruct(session_of(request), images, None, 1.0, float(percentile))
+            result = reconstructor.reconstruct(API_SESSION, images, None, 1.0, float(percentile))
             scene, points = reconstructor.render(result.folder, "depth", float(percentile), True, None)
             archive = result.downloads()[0]
         except (OSError, ValueError) as err:
@@ -135,8 +138,12 @@ def build_app(reconstructor: Reconstructor, gr: ModuleType) -> Any:  # -> gr.Blo
             concurrency_limit=1,
         )
         controls = [folder, mode, percentile, show_cameras, frame]
-        for event in (mode.input, percentile.release, show_cameras.input, frame.input):
+        for event in (mode.input, show_cameras.input, frame.input):
             event(render, controls, [scene, status], api_visibility="private", concurrency_limit=None)
+        percentile.change(  # dragging and typing alike; while dragging, only the last value is rendered
+            render, controls, [scene, status], api_visibility="private", concurrency_limit=None,
+            trigger_mode="always_last",
+        )  # fmt: skip
         api_button.click(
             reconstruct_api,
             [api_images, api_percentile],

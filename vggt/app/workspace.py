@@ -21,7 +21,7 @@ class Workspace:
     """A temporary root (`parent`: where to create it, default the system's temp folder) and its request folders."""
 
     def __init__(self, parent: Path | None = None) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix=ROOT_PREFIX, dir=parent))
+        self.root = Path(tempfile.mkdtemp(prefix=ROOT_PREFIX, dir=parent)).resolve()  # owns() compares resolved
         self.gradio_cache = self.root / GRADIO_CACHE
         self.gradio_cache.mkdir()
         self._requests: dict[str, list[Path]] = {}  # session id -> its folders, oldest first

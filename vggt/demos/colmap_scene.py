@@ -55,6 +55,7 @@ MODEL_SIZE = 518  # ... and runs the model at this one
 IMAGES = "images"
 SPARSE = "sparse"
 PLY = "points.ply"
+FRAMES_CHUNK_SIZE = 8  # as vggt predict's default
 MAX_POINTS = 100_000  # upstream's cap on the depth points of the model without BA
 EDGE_TOLERANCE = 1e-3  # model pixels: a content edge this close to a pixel edge is on it (float32 coordinates)
 
@@ -77,8 +78,6 @@ class ColmapSceneOptions:
     query_frame_num: int = 8
     max_query_pts: int = 4096
     conf_thres_value: float = 5.0  # absolute depth confidence (without use_ba)
-    max_points: int = MAX_POINTS
-    frames_chunk_size: int = 8
 
 
 def square_transform(coords: Sequence[float]) -> PreprocessTransform:
@@ -180,8 +179,6 @@ def _check_options(options: ColmapSceneOptions) -> None:
         raise ValueError(f"--vis_thresh is a visibility from 0 to 1 (exclusive), got {options.vis_thresh}")
     if options.query_frame_num < 1 or options.max_query_pts < 1:
         raise ValueError("--query_frame_num and --max_query_pts must be at least 1")
-    if options.max_points < 1:
-        raise ValueError(f"max_points must be at least 1, got {options.max_points}")
     if not options.use_ba and (options.shared_camera or check_camera_model(options.camera_type) != "SIMPLE_PINHOLE"):
         warnings.warn(
             "--shared_camera and --camera_type apply with --use_ba only; without it every image gets its own PINHOLE "
@@ -270,7 +267,7 @@ def reconstruct_scene(options: ColmapSceneOptions) -> PredictSummary:
         images, transforms = load_square_images(source.images)
         precision = describe_dtype_choice(options.dtype, device)
         print(f"running VGGT on {len(images)} images of {MODEL_SIZE}x{MODEL_SIZE} ({device}, {precision})")
-        predictions = run_model(model, images, device, dtype, options.frames_chunk_size)
+        predictions = run_model(model, images, device, dtype, FRAMES_CHUNK_SIZE)
         _usable_cameras(predictions, source.names)
         if options.use_ba:
             ba = BundleAdjustmentOptions(
@@ -285,7 +282,7 @@ def reconstruct_scene(options: ColmapSceneOptions) -> PredictSummary:
             try:
                 reconstruction, stats = run_bundle_adjustment(
                     model, images.to(device), predictions, valid, transforms, source.names, ba, dtype,
-                    options.frames_chunk_size,
+                    FRAMES_CHUNK_SIZE,
                 )  # fmt: skip
             except ValueError as err:  # its advice names vggt predict's flags
                 raise ValueError(
@@ -302,9 +299,9 @@ def reconstruct_scene(options: ColmapSceneOptions) -> PredictSummary:
         else:
             cloud = confident_depth_points(predictions, transforms, options.conf_thres_value)
             found = len(cloud)
-            if found > options.max_points:
+            if found > MAX_POINTS:
                 rng = np.random.default_rng(options.seed)
-                cloud = cloud.subset(np.sort(rng.choice(found, options.max_points, replace=False)))
+                cloud = cloud.subset(np.sort(rng.choice(found, MAX_POINTS, replace=False)))
             reconstruction = dense_reconstruction(predictions, transforms, source.names, cloud)
             detail = (
                 f"{len(cloud)} of the {found} depth points with confidence >= {options.conf_thres_value:g}, each seen "

@@ -20,6 +20,7 @@ from typing import Any
 from vggt.predict.pipeline import PredictOptions, predict
 from vggt.predict.viewer import LOOPBACK_HOST, import_viser, serve
 
+MAX_SHOWN_POINTS = 1_000_000  # the viewer thins the shown cloud to this many, as vggt view
 DEFAULT_IMAGE_FOLDER = "examples/kitchen/images/"  # upstream's default: its example scene, not in this repository
 MODEL_RESOLUTION = 518  # upstream's demo_viser loads the images at the default width
 MAX_PORT = 65535
@@ -38,7 +39,6 @@ class ViserFolderOptions:
     conf_threshold: float = 25.0  # initial percentage of low-confidence points hidden
     host: str = LOOPBACK_HOST
     port: int = 8080
-    max_points: int = 1_000_000  # the viewer thins the shown cloud to this many
 
 
 def _check_options(options: ViserFolderOptions) -> Path:
@@ -81,4 +81,4 @@ def view_folder(options: ViserFolderOptions) -> None:
         out = Path(temporary) / "predictions"
         predict(predict_options(options, folder, out))
         print(f"the predictions live in {out} until the viewer stops")
-        serve(out, options.host, options.port, options.conf_threshold, options.max_points, options.use_point_map)
+        serve(out, options.host, options.port, options.conf_threshold, MAX_SHOWN_POINTS, options.use_point_map)

@@ -78,6 +78,7 @@ class Aggregator(nn.Module):
         self.frame_blocks = nn.ModuleList(block() for _ in range(c.depth))
         self.global_blocks = nn.ModuleList(block() for _ in range(c.depth))
         self.activation_checkpointing = False
+        self.kept_dtype: torch.dtype | None = None  # chunked inference holds the kept layers in it (None: as computed)
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
         """Recompute every block (and the DINOv2 blocks) in backward while training."""
@@ -156,7 +157,8 @@ class Aggregator(nn.Module):
         frames_per_chunk: int,
         global_block_in_place: GlobalBlockRunner = run_global_block_in_place,
     ) -> list[torch.Tensor | None]:
-        """tokens: [B, S, P, C] embedded frames (overwritten) -> the kept layers' [B, S, P, 2C] entries.
+        """tokens: [B, S, P, C] embedded frames (overwritten) -> the kept layers' [B, S, P, 2C] entries, in
+        `kept_dtype` where set (inference under autocast: half the memory of the heads' inputs).
 
         `global_block_in_place(block, x [B, S * P, C], frame_rope, P, frames_per_chunk)` runs one global block;
         sequence parallelism swaps in one whose attention spans the frames of every process.
@@ -168,7 +170,7 @@ class Aggregator(nn.Module):
         for i, (frame_block, global_block) in enumerate(zip(self.frame_blocks, self.global_blocks)):
             run_frame_block_in_place(frame_block, per_frame, frame_rope, frames_per_chunk)
             if i in keep:
-                outputs[i] = tokens.new_empty(B, S, P, 2 * C)
+                outputs[i] = tokens.new_empty(B, S, P, 2 * C, dtype=self.kept_dtype or tokens.dtype)
                 outputs[i][..., :C] = tokens
             global_block_in_place(global_block, sequence, frame_rope, P, frames_per_chunk)
             if i in keep:

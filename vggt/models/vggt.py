@@ -196,6 +196,7 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         config: VGGTConfig | dict[str, Any] | str | None = None,
         strict: bool = True,
         map_location: str | torch.device = "cpu",
+        torch_dtype: torch.dtype | None = None,
         **model_kwargs: Any,
     ) -> VGGT:
         """Load a model from a Hugging Face repo id, a local directory or a weights file.
@@ -205,6 +206,12 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         (a VGGTConfig, dict or preset name), else the source's config.json, else VGGT-1B. Loading
         is strict: missing, unexpected or mis-shaped keys raise with a readable report.
         Honours the Hugging Face cache and offline mode (HF_HUB_OFFLINE=1).
+
+        `torch_dtype` (Hugging Face's name; bfloat16 or float16) loads the aggregator's linear and convolution
+        weights straight into that dtype, tensor by tensor from a .safetensors file, for inference under autocast
+        to it (hold_in_compute_dtype). The rest stays float32: the camera and DPT heads compute in float32 with
+        autocast off. Without autocast the aggregator refuses float32 inputs (a dtype mismatch); to train, load
+        without torch_dtype (float32 masters).
         """
         return load_pretrained(
             cls,
@@ -220,7 +227,22 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
                 "revision": revision,
             },
             model_kwargs=model_kwargs,
+            lower_precision=None
+            if torch_dtype in (None, torch.float32)
+            else lambda m: m.hold_in_compute_dtype(torch_dtype),
         )
+
+    def hold_in_compute_dtype(self, dtype: torch.dtype) -> None:
+        """For inference under autocast to `dtype`: hold the aggregator's linear and convolution weights (and
+        biases) in it, which is what autocast casts them to on every call (the same outputs, without the per-call
+        casts: 8 % of VGGT-1B's bf16 aggregator on a CPU, and half their memory), and the layer outputs the heads
+        read (Aggregator.kept_dtype: half their memory; a rounding the bf16 bound covers). Layer norms, tokens and
+        the heads' weights stay as they are (autocast computes layer norms in float32). The aggregator must then
+        run under that autocast; training keeps float32."""
+        for layer in self.aggregator.modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                layer.to(dtype)
+        self.aggregator.kept_dtype = dtype
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Called by `save_pretrained`: weights as model.safetensors plus our config.json."""

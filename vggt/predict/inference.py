@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
@@ -31,12 +30,13 @@ def load_model(
 ) -> VGGT:
     """VGGT.from_pretrained(source); heads the checkpoint has no weights for are disabled with a warning.
     `heads_under_autocast` lets the camera, depth and point heads compute in the autocast dtype (--heads-autocast);
-    with a lower `autocast_dtype` the aggregator's matmul weights are held in it (the model then runs under it).
+    with a lower `autocast_dtype` the aggregator's matmul weights are loaded into it and the layers the heads read
+    are kept in it (VGGT.from_pretrained's torch_dtype, hold_in_compute_dtype; the model then runs under it).
 
     Training checkpoints often hold only the heads that were trained (camera and depth); predict needs those two.
     """
     try:
-        model = VGGT.from_pretrained(source, config=config)
+        model = VGGT.from_pretrained(source, config=config, torch_dtype=autocast_dtype)
     except WeightsMismatchError as err:
         report = err.report
         absent = [m for m in report.absent_modules if m.endswith("_head")]
@@ -49,26 +49,16 @@ def load_model(
         if not only_absent_heads:
             raise
         flags = {f"enable_{head.removesuffix('_head')}": False for head in absent}
-        model = VGGT.from_pretrained(source, config=config, **flags)
+        model = VGGT.from_pretrained(source, config=config, torch_dtype=autocast_dtype, **flags)
         warnings.warn(f"{source} has no weights for {', '.join(absent)}; running without them", stacklevel=2)
     model.heads_under_autocast = heads_under_autocast
-    if autocast_dtype != torch.float32:
-        hold_matmul_weights_in(model.aggregator, autocast_dtype)
+    model.requires_grad_(False)  # inference: no parameter takes part in autograd
     missing = [head for head in REQUIRED_HEADS if getattr(model, head) is None]
     if missing:
         raise ValueError(
             f"{source}: predict needs the camera and depth heads, but the model has no {', '.join(missing)}"
         )
     return model
-
-
-def hold_matmul_weights_in(module: nn.Module, dtype: torch.dtype) -> None:
-    """Hold the weights of `module`'s linear and convolution layers in `dtype`, which is what autocast to `dtype`
-    casts them to on every call: the same outputs under that autocast, without the per-call casts (8 % of VGGT-1B's
-    bf16 aggregator on a CPU) and with half their memory. The module must then run under that autocast only."""
-    for layer in module.modules():
-        if isinstance(layer, (nn.Linear, nn.Conv2d)):
-            layer.to(dtype)
 
 
 ModelForward = Callable[[VGGT, torch.Tensor, "torch.Tensor | None", int], dict[str, Any]]

@@ -250,12 +250,14 @@ def predict(options: PredictOptions, model: VGGT | None = None) -> PredictSummar
     configure_process(device)
     dtype = parse_dtype(options.dtype, device)
 
+    resident = model is not None and next(model.parameters()).device == device  # its weights take no more memory
+
     def check_memory(frames: int) -> None:
         """Print the memory estimate (rank 0); too little memory stops the run (MemoryPlanError) unless disabled."""
         config, side = planning_config(options.config, options.model), options.resolution
         plan = check_inference_memory(
             config, frames, side, side, device, dtype, options.frames_chunk_size, process_count(),
-            0 if queries is None else len(queries), enforce=options.memory_check,
+            0 if queries is None else len(queries), enforce=options.memory_check, weights_resident=resident,
         )  # fmt: skip
         if not is_helper_rank():
             print(plan)

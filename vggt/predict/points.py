@@ -66,7 +66,8 @@ def saved_cloud(
     arrays: Mapping[str, np.ndarray], percentile: float, source: str = "depth", frame: int | None = None
 ) -> PointCloud:
     """The confident points of a `vggt predict` predictions.npz (`arrays`): from `source` (POINT_SOURCES), of every
-    frame or of `frame` only, the percentile taken over the pixels shown. Padding (content_box) is left out."""
+    frame or of `frame` only, the percentile taken over the pixels shown. Padding (content_box) is left out, and
+    for depth points the frames without a usable camera (camera_valid), as in points.ply; the point map needs none."""
     if source not in POINT_SOURCES:
         raise ValueError(f"unknown point source {source!r}; choose from {', '.join(POINT_SOURCES)}")
     points_key, confidence_key = POINT_SOURCES[source]
@@ -75,4 +76,6 @@ def saved_cloud(
     shown = np.zeros(arrays[confidence_key].shape, dtype=bool)
     for index, (x0, y0, x1, y1) in enumerate(arrays["content_box"]):
         shown[index, y0:y1, x0:x1] = frame is None or index == frame
+    if source == "depth":
+        shown &= arrays["camera_valid"][:, None, None]
     return confident_points(arrays[points_key], arrays[confidence_key], arrays["images"], shown, percentile)
