@@ -285,7 +285,7 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
     start, end = shard_frames(images.shape[1], world_size)[rank]
     images = images[:, start:end].clone()  # this process holds only its frames
     chunk = args.frames_chunk_size or None
-    forward = partial(sequence_parallel_forward, model) if world_size > 1 else model
+    forward = partial(sequence_parallel_forward, model, output_rank=0) if world_size > 1 else model  # as predict
     queries = None
     if args.query_points:
         corner = torch.rand(args.query_points, 2, generator=torch.Generator().manual_seed(1))

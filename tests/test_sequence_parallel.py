@@ -20,6 +20,7 @@ QUERY_POINTS = torch.tensor([[20.0, 30.0], [100.5, 70.25], [150.0, 10.0]], dtype
 # (frames, with query points): S divisible by 2 and not, each with and without query points
 CASES = ((4, True), (4, False), (3, True), (3, False), (5, False))
 DENSE = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
+TO_RANK_0 = ((5, True),)  # output_rank=0, as vggt predict --nproc runs it
 
 
 def scene(frames: int) -> torch.Tensor:
@@ -43,6 +44,12 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             model, scene(frames)[start:end], QUERY_POINTS if with_queries else None, frames_chunk_size=1
         )
         torch.save(out, Path(out_dir) / f"rank{rank}_S{frames}_{with_queries}.pt")
+    for frames, with_queries in TO_RANK_0:
+        start, end = shard_frames(frames, world)[rank]
+        out = sequence_parallel_forward(
+            model, scene(frames)[start:end], QUERY_POINTS if with_queries else None, frames_chunk_size=1, output_rank=0
+        )
+        torch.save(out, Path(out_dir) / f"to0_rank{rank}_S{frames}_{with_queries}.pt")
     dist.destroy_process_group()
 
 
@@ -82,3 +89,21 @@ def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
                 assert (parallel["track"] - single["track"]).abs().max() <= 1e-9, label  # pixels
                 for key in ("vis", "conf"):
                     assert (parallel[key] - single[key]).abs().max() <= 1e-10, f"{label} {key}"
+
+
+@pytest.mark.slow
+def test_outputs_gathered_to_rank_0_equal_one_process_and_leave_the_others_with_cameras_only(tmp_path: Path) -> None:
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    model = synthetic_model(VGGTConfig.small_reference()).double()
+    for frames, with_queries in TO_RANK_0:
+        queries = QUERY_POINTS if with_queries else None
+        with torch.no_grad():
+            single = model(scene(frames), query_points=queries)
+        first = torch.load(tmp_path / f"to0_rank0_S{frames}_{with_queries}.pt")
+        helper = torch.load(tmp_path / f"to0_rank1_S{frames}_{with_queries}.pt")
+        assert set(first) == set(single) - {"images"} and set(helper) == {"pose_enc", "pose_enc_list"}
+        for key in DENSE:
+            assert first[key].device.type == "cpu"
+            scale = max(1.0, single[key].abs().max().item())
+            assert (first[key] - single[key]).abs().max().item() <= 1e-10 * scale, key
+        assert (first["track"] - single["track"]).abs().max() <= 1e-9

@@ -22,7 +22,9 @@ of two phases, and the estimate is the larger:
 Weights count once, in the dtypes predict loads them in (the aggregator's matmul weights in the compute
 dtype). Host memory holds the loaded images, the float32 prediction arrays and the exports; on the CPU
 device and host are the same memory. With N processes (sequence parallelism) a process holds its frames'
-share of everything per frame, plus the gathered outputs of the whole scene.
+share of everything per frame on its device: rank 0 sends each rank only its frames and receives their dense
+outputs into host memory one rank's piece at a time (one piece's buffer on its device), and only rank 0 runs the
+tracker, over every frame's feature maps.
 """
 
 from __future__ import annotations
@@ -148,8 +150,7 @@ def estimate_inference_memory(
     keys_values = 2 * C * compute * P * (1 if world_size == 1 else 3)  # across processes: q, k, v and their copies
     aggregator_frame = kept + C * FLOAT32 * P + keys_values + images
     aggregator_chunk = chunk * P * C * (AGGREGATOR_TRANSIENT_FLOAT32 * FLOAT32 + AGGREGATOR_TRANSIENT_COMPUTE * compute)
-    broadcast = (frames - local) * images  # vggt predict --nproc: every rank holds the whole scene's images
-    aggregator = local * aggregator_frame + aggregator_chunk + broadcast
+    aggregator = local * aggregator_frame + aggregator_chunk
     if split_attention_tokens is not None and frames * P > split_attention_tokens:
         aggregator += split_attention_bytes(frames * P, chunk * P, C // world_size, compute, split_attention_tokens)
 
@@ -160,8 +161,10 @@ def estimate_inference_memory(
         heads_frame += track_map
         tracker = frames * (TRACKER_PYRAMID_MAPS * track_map + query_points * tracker_point_frame_bytes(config))
     dpt_chunk = chunk * pixels * FLOAT32 * (DPT_FULL_RES_MAPS * config.dpt_features // 2 + DPT_STAGE_CHANNELS)
-    gathered = (frames - local) * (DENSE_OUTPUT_FLOATS * pixels * FLOAT32)  # the other ranks' outputs
-    heads = local * heads_frame + max(dpt_chunk, tracker) + gathered + broadcast
+    # vggt predict --nproc: rank 0 receives the other ranks' dense outputs one rank's piece at a time, into host
+    # memory (gather_frames_to_host); the tracker's gathered feature maps are in its term
+    gathered = 0 if world_size == 1 else local * DENSE_OUTPUT_FLOATS * pixels * FLOAT32
+    heads = local * heads_frame + max(dpt_chunk, tracker) + gathered
 
     phase, working, per_frame = max(
         ("aggregator", aggregator, aggregator_frame), ("heads", heads, heads_frame), key=lambda t: t[1]

@@ -39,7 +39,8 @@ class CameraHead(nn.Module):
         self, aggregated_tokens_list: list[torch.Tensor], num_iterations: int | None = None
     ) -> list[torch.Tensor]:
         """Last aggregator layer [B, S, P, C] -> list of `num_iterations` activated encodings [B, S, 9]."""
-        pose_tokens = self.token_norm(aggregated_tokens_list[-1][:, :, 0].float())  # kept tokens may be bf16
+        last = aggregated_tokens_list[-1][:, :, 0]
+        pose_tokens = self.token_norm(last.to(self.token_norm.weight.dtype))  # kept tokens may be held in bf16
         B, S, _ = pose_tokens.shape
         normed = self.adaln_norm(pose_tokens)
         encoding = None

@@ -143,7 +143,8 @@ class DPTHead(nn.Module):
         h, w = H // self.patch_size, W // self.patch_size
         features = []
         for project, resize, layer in zip(self.projects, self.resize_layers, self.intermediate_layer_idx):
-            x = tokens_list[layer][:, start:end, patch_start_idx:].float()  # kept tokens may be bf16: a chunk's copy
+            x = tokens_list[layer][:, start:end, patch_start_idx:]
+            x = x.to(self.norm.weight.dtype)  # kept tokens may be held in bf16: this chunk's copy in the head's dtype
             x = self.norm(x.reshape(B * S, h * w, -1))
             x = project(x.permute(0, 2, 1).reshape(B * S, -1, h, w))
             if self.pos_embed:

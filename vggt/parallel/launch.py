@@ -66,38 +66,47 @@ def is_helper_rank() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_rank() > 0
 
 
-def _broadcast_scene(images: torch.Tensor | None, query_points: torch.Tensor | None):
-    """Rank 0's images [S, 3, H, W] and query points [N, 2] (or None) -> the same on every rank."""
-    device = collective_device()
+def _scatter_scene(images: torch.Tensor | None, query_points: torch.Tensor | None):
+    """Rank 0's images [S, 3, H, W] (in host memory) and query points [N, 2] (or None) -> this rank's block of
+    frames (shard_frames) on the collective device and the query points, on every rank; rank 0 sends each helper
+    its block only, so no helper holds the whole scene."""
+    device, rank, world = collective_device(), dist.get_rank(), dist.get_world_size()
     header = torch.zeros(4, dtype=torch.int64, device=device)
     if images is not None:
         header[:3] = torch.tensor(images.shape[-4:][:1] + images.shape[-2:])
         header[3] = 0 if query_points is None else query_points.shape[0]
     dist.broadcast(header, src=0)
     frames, height, width, queries = (int(v) for v in header.tolist())
-    full = torch.empty(frames, 3, height, width, device=device) if images is None else images.to(device)
-    dist.broadcast(full, src=0)
+    blocks = shard_frames(frames, world)
+    if rank == 0:
+        for helper, (start, end) in enumerate(blocks[1:], start=1):
+            dist.send(images[start:end].contiguous().to(device), helper)
+        local = images[blocks[0][0] : blocks[0][1]].to(device)
+    else:
+        start, end = blocks[rank]
+        local = torch.empty(end - start, 3, height, width, device=device)
+        dist.recv(local, 0)
     points = None
     if queries:
         points = torch.empty(queries, 2, device=device) if query_points is None else query_points.float().to(device)
         dist.broadcast(points, src=0)
-    return full, points
+    return local, points
 
 
 def parallel_forward(
     model: VGGT, images: torch.Tensor | None, query_points: torch.Tensor | None, frames_chunk_size: int
 ) -> dict[str, Any]:
-    """One sequence-parallel forward; rank 0 passes images [S, 3, H, W] (on its device), the others None.
+    """One sequence-parallel forward; rank 0 passes images [S, 3, H, W] (in host memory), the others None.
 
-    Returns the model's eval outputs (with "images") on every rank.
+    Returns the model's eval outputs (with "images", in host memory) on rank 0; a helper rank gets pose_enc only.
     """
     device = next(model.parameters()).device
-    full, points = _broadcast_scene(images, query_points)
-    start, end = shard_frames(full.shape[0], dist.get_world_size())[dist.get_rank()]
-    local = full[start:end].to(device)
+    local, points = _scatter_scene(images, query_points)
+    local = local.to(device)
     points = None if points is None else points.to(device)
-    output = sequence_parallel_forward(model, local, points, frames_chunk_size)
-    output["images"] = full.to(device)[None]
+    output = sequence_parallel_forward(model, local, points, frames_chunk_size, output_rank=0)
+    if images is not None:
+        output["images"] = images[None]
     return output
 
 

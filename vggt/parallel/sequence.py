@@ -119,6 +119,28 @@ def gather_frames(local: torch.Tensor, shards: SequenceShards, dim: int = 1) -> 
     return torch.cat([piece.narrow(dim, 0, n) for piece, n in zip(pieces, shards.frames)], dim=dim)
 
 
+def gather_frames_to_host(
+    local: torch.Tensor, shards: SequenceShards, output_rank: int, dim: int = 1
+) -> torch.Tensor | None:
+    """Every rank's `local` concatenated along the frame dimension `dim` in host memory on `output_rank` (None on
+    the other ranks). The pieces arrive one rank at a time through a buffer the size of one rank's piece, so no
+    device holds the whole scene's tensor."""
+    if shards.rank != output_rank:
+        dist.send(local.contiguous(), _global_rank(output_rank, shards), group=shards.group)
+        return None
+    pieces = []
+    for rank, frames in enumerate(shards.frames):
+        if rank == output_rank:
+            pieces.append(local.cpu())
+            continue
+        shape = list(local.shape)
+        shape[dim] = frames
+        piece = local.new_empty(shape)
+        dist.recv(piece, _global_rank(rank, shards), group=shards.group)
+        pieces.append(piece.cpu())
+    return torch.cat(pieces, dim=dim)
+
+
 # global attention across processes --------------------------------------------------------------------
 def global_block_across_processes(shards: SequenceShards) -> GlobalBlockRunner:
     """A `global_block_in_place` for Aggregator.run_blocks_chunked whose attention spans every rank's frames."""
@@ -161,12 +183,16 @@ def sequence_parallel_forward(
     query_points: torch.Tensor | None = None,
     frames_chunk_size: int | None = DEFAULT_FRAMES_CHUNK_SIZE,
     group: dist.ProcessGroup | None = None,
+    output_rank: int | None = None,
 ) -> dict[str, Any]:
     """The model's eval forward over a scene whose frames are split across the ranks of `group`.
 
     local_images: [S_r, 3, H, W] or [B, S_r, 3, H, W], this rank's contiguous block of frames (rank 0 holds
     frame 0; see shard_frames); query_points: [N, 2] or [B, N, 2] pixels of frame 0, the same on every rank.
-    Returns on every rank what `model(all_images, query_points)` returns in eval mode (without "images").
+    Returns on every rank what `model(all_images, query_points)` returns in eval mode (without "images"). With
+    `output_rank` (a rank of `group`), the dense outputs and tracks go to that rank only, in host memory
+    (gather_frames_to_host), and only it runs the tracker: the other ranks return pose_enc alone and never hold
+    the whole scene's outputs.
     """
     check_frames_chunk_size(frames_chunk_size)
     if not dist.is_initialized():
@@ -190,6 +216,12 @@ def sequence_parallel_forward(
     del tokens
     patch_start_idx = aggregator.patch_start_idx
 
+    def collect(local: torch.Tensor) -> torch.Tensor | None:
+        """A per-frame output of every rank: on every rank, or on output_rank only (in host memory)."""
+        if output_rank is None:
+            return gather_frames(local, shards)
+        return gather_frames_to_host(local, shards, output_rank)
+
     predictions: dict[str, Any] = {}
     with model.heads_precision(images.device):  # as VGGT.forward
         if model.camera_head is not None:
@@ -202,13 +234,14 @@ def sequence_parallel_forward(
         ):
             if head is not None:
                 for name, value in zip(names, head(tokens_list, images, patch_start_idx, frames_chunk_size)):
-                    predictions[name] = gather_frames(value, shards)
+                    gathered = collect(value)
+                    if gathered is not None:
+                        predictions[name] = gathered
     if query_points is not None:
         track_head = model.track_head
-        fmaps = gather_frames(
-            track_head.feature_extractor(tokens_list, images, patch_start_idx, frames_chunk_size), shards
-        )
+        fmaps = collect(track_head.feature_extractor(tokens_list, images, patch_start_idx, frames_chunk_size))
         del tokens_list
-        track_list, vis, conf = track_head.tracker(query_points, fmaps, track_head.iters)
-        predictions["track"], predictions["vis"], predictions["conf"] = track_list[-1], vis, conf
+        if fmaps is not None:
+            track_list, vis, conf = track_head.tracker(query_points, fmaps.to(images.device), track_head.iters)
+            predictions["track"], predictions["vis"], predictions["conf"] = track_list[-1], vis, conf
     return predictions

@@ -67,7 +67,8 @@ ModelForward = Callable[[VGGT, torch.Tensor, "torch.Tensor | None", int], dict[s
 def local_forward(
     model: VGGT, images: torch.Tensor, query_points: torch.Tensor | None, frames_chunk_size: int
 ) -> dict[str, Any]:
-    """The model's eval forward in this process."""
+    """The model's eval forward in this process, the images moved to the model's device."""
+    images = images.to(next(model.parameters()).device)
     return model(images, query_points=query_points, frames_chunk_size=frames_chunk_size)
 
 
@@ -99,7 +100,8 @@ def run_model(
 ) -> dict[str, np.ndarray]:
     """images [S, 3, H, W] in [0, 1], query_points [N, 2] model pixels of frame 0 or None.
 
-    `forward(model, images, query_points, frames_chunk_size)` replaces the plain model call (sequence parallelism).
+    `forward(model, images, query_points, frames_chunk_size)` replaces the plain model call (sequence parallelism);
+    it gets the images where they are (host memory) and moves what it computes on.
 
     Returns float32 arrays without the batch dimension: pose_enc [S, 9], depth [S, H, W, 1], depth_conf [S, H, W],
     world_points [S, H, W, 3] and world_points_conf (when the model has a point head), images [S, 3, H, W],
@@ -110,7 +112,7 @@ def run_model(
     model = model.to(device)
     queries = None if query_points is None else query_points.to(device)
     with autocast(device, dtype):
-        output = (forward or local_forward)(model, images.to(device), queries, frames_chunk_size)
+        output = (forward or local_forward)(model, images, queries, frames_chunk_size)  # each moves what it needs
     predictions = {key: _numpy(output[key]) for key in NUMPY_KEYS if key in output}
     extrinsic, intrinsic = pose_encoding_to_extri_intri(output["pose_enc"].float(), images.shape[-2:])
     predictions["extrinsic"] = _numpy(extrinsic)
