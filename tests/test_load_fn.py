@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from tests.helpers import write_png_claiming_size
-from vggt.utils.load_fn import load_and_preprocess_images, load_and_preprocess_images_square
+from vggt.utils.load_fn import load_and_preprocess_images, load_and_preprocess_images_square, preprocessed_shape
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PREPROCESS = FIXTURES / "preprocess"
@@ -178,3 +178,17 @@ def test_an_image_claiming_too_many_pixels_is_refused_naming_it(tmp_path):
     with pytest.raises(ValueError, match="huge.png' claims too many pixels") as caught:
         load_and_preprocess_images([str(bomb)])
     assert "400000000 pixels" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("mode", ["crop", "pad"])
+def test_preprocessed_shape_from_headers_is_the_loaded_batch_shape(tmp_path, mode):
+    sizes = [(320, 180), (200, 600), (640, 480), (37, 91)]  # wide, tall (cropped), 4:3, odd
+    paths = []
+    for index, size in enumerate(sizes):
+        paths.append(tmp_path / f"{index}.png")
+        Image.new("RGB", size, (index * 40, 0, 0)).save(paths[-1])
+    for subset in (paths[:1], paths[:2], paths):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # mixed sizes warn
+            loaded = load_and_preprocess_images([str(p) for p in subset], mode, 224)
+        assert preprocessed_shape(subset, mode, 224) == tuple(loaded.shape[-2:]), (mode, len(subset))

@@ -131,13 +131,15 @@ def estimate_inference_memory(
     query_points: int = 0,
     weights_bytes: int | None = None,
     split_attention_tokens: int | None = None,
+    offload: bool = False,
 ) -> MemoryEstimate:
     """Peak memory of `model(images)` for [1, frames, 3, height, width] images under autocast to `dtype`.
 
     `weights_bytes` defaults to inference_weight_bytes(config, dtype); `world_size` > 1 estimates one process
     of sequence-parallel inference (its ceil(frames / world_size) frames). `split_attention_tokens`: the
     sequence length beyond which the device's attention runs split (vggt.runtime.kernels.split_attention_tokens;
-    None: never).
+    None: never). `offload` (VGGT.set_host_offload): the kept layers and the dense outputs live in host memory;
+    the device holds a chunk of frames' kept layers and outputs at a time.
     """
     compute = torch.empty((), dtype=dtype).element_size()
     local = math.ceil(frames / world_size)
@@ -147,14 +149,16 @@ def estimate_inference_memory(
     weights = inference_weight_bytes(config, dtype) if weights_bytes is None else weights_bytes
     images = 3 * pixels * FLOAT32
 
+    dense = DENSE_OUTPUT_FLOATS * pixels * FLOAT32
+    kept_on_device, dense_on_device = (0, 0) if offload else (kept, dense)
     keys_values = 2 * C * compute * P * (1 if world_size == 1 else 3)  # across processes: q, k, v and their copies
-    aggregator_frame = kept + C * FLOAT32 * P + keys_values + images
+    aggregator_frame = kept_on_device + C * FLOAT32 * P + keys_values + images
     aggregator_chunk = chunk * P * C * (AGGREGATOR_TRANSIENT_FLOAT32 * FLOAT32 + AGGREGATOR_TRANSIENT_COMPUTE * compute)
     aggregator = local * aggregator_frame + aggregator_chunk
     if split_attention_tokens is not None and frames * P > split_attention_tokens:
         aggregator += split_attention_bytes(frames * P, chunk * P, C // world_size, compute, split_attention_tokens)
 
-    heads_frame = kept + images + DENSE_OUTPUT_FLOATS * pixels * FLOAT32
+    heads_frame = kept_on_device + images + dense_on_device
     track_map = config.track_features * (pixels // config.tracker_stride**2) * FLOAT32  # one frame's feature map
     tracker = 0
     if query_points:  # every process tracks through all frames (it gathers the feature maps)
@@ -163,13 +167,16 @@ def estimate_inference_memory(
     dpt_chunk = chunk * pixels * FLOAT32 * (DPT_FULL_RES_MAPS * config.dpt_features // 2 + DPT_STAGE_CHANNELS)
     # vggt predict --nproc: rank 0 receives the other ranks' dense outputs one rank's piece at a time, into host
     # memory (gather_frames_to_host); the tracker's gathered feature maps are in its term
-    gathered = 0 if world_size == 1 else local * DENSE_OUTPUT_FLOATS * pixels * FLOAT32
-    heads = local * heads_frame + max(dpt_chunk, tracker) + gathered
+    gathered = 0 if world_size == 1 else local * dense
+    brought_back = chunk * (kept + dense) if offload else 0  # a chunk's kept layers in, its outputs on their way out
+    heads = local * heads_frame + max(dpt_chunk, tracker) + gathered + brought_back
 
     phase, working, per_frame = max(
         ("aggregator", aggregator, aggregator_frame), ("heads", heads, heads_frame), key=lambda t: t[1]
     )
     host = int(frames * pixels * FLOAT32 * HOST_FLOATS_PER_PIXEL * EXPORT_FACTOR)
+    if offload:
+        host += local * kept  # the dense outputs land in the host arrays counted above
     return MemoryEstimate(
         device_bytes=int(weights + working + RUNTIME_BYTES),
         host_bytes=host,
@@ -277,6 +284,7 @@ def check_inference_memory(
     query_points: int = 0,
     enforce: bool = True,
     weights_resident: bool = False,
+    offload: bool = False,
 ) -> str:
     """A one-line estimate of peak memory against what is free; raises MemoryPlanError (when `enforce`) naming the
     frame count, chunk size, dtype and process count that would fit instead. `weights_resident`: the model is
@@ -288,11 +296,21 @@ def check_inference_memory(
 
     def need(**changes: Any) -> int:
         args = {"frames": frames, "dtype": dtype, "frames_chunk_size": frames_chunk_size, "world_size": world_size}
-        args.update({"query_points": query_points, **changes})
+        args.update({"query_points": query_points, "offload": offload, **changes})
         return _needed_bytes(config, height, width, device, still_needed, split, **args)
 
     estimate = estimate_inference_memory(
-        config, frames, height, width, dtype, frames_chunk_size, world_size, query_points, weights(dtype), split
+        config,
+        frames,
+        height,
+        width,
+        dtype,
+        frames_chunk_size,
+        world_size,
+        query_points,
+        weights(dtype),
+        split,
+        offload,
     )
     free_device, free_host = free_memory_bytes(device), host_available_bytes()
     tracked = f" with {query_points} query points" if query_points else ""
@@ -322,6 +340,8 @@ def check_inference_memory(
         options.append("--frames-chunk-size 1")
     if dtype == torch.float32 and device.type != "cpu" and need(dtype=torch.bfloat16) <= budget:
         options.append("--dtype bfloat16")
+    if not offload and device.type != "cpu" and need(offload=True) <= budget:
+        options.append("--offload (the kept layers and outputs in host memory)")
     counts = [n for n in allowed_world_sizes(config.num_heads) if n > world_size and n <= frames]
     fitting_counts = [n for n in counts if need(world_size=n) <= budget]
     if fitting_counts and device.type != "cpu":

@@ -74,7 +74,8 @@ def test_too_many_query_points_stop_before_loading_naming_the_count_that_fits(
     fitting = int(stopped.stderr.split("What would fit: at most ")[1].split(" query points")[0])
     config, cpu = VGGTConfig.tiny(), torch.device("cpu")
     assert 0 < fitting < 300_000
-    # the named count fits and one more does not (224x168 after the crop, within 224x224 planned)
-    memory_plan.check_inference_memory(config, 3, 224, 224, cpu, torch.float32, 8, query_points=fitting)
+    # the named count fits and one more does not, planned at the crop's 168x224 (from the 160x120 headers)
+    memory_plan.check_inference_memory(config, 3, 168, 224, cpu, torch.float32, 8, query_points=fitting)
     with pytest.raises(memory_plan.MemoryPlanError):
-        memory_plan.check_inference_memory(config, 3, 224, 224, cpu, torch.float32, 8, query_points=fitting + 1)
+        memory_plan.check_inference_memory(config, 3, 168, 224, cpu, torch.float32, 8, query_points=fitting + 1)
+    assert "3 frames of at most 168x224" in stopped.stdout + stopped.stderr

@@ -40,7 +40,8 @@ class CameraHead(nn.Module):
     ) -> list[torch.Tensor]:
         """Last aggregator layer [B, S, P, C] -> list of `num_iterations` activated encodings [B, S, 9]."""
         last = aggregated_tokens_list[-1][:, :, 0]
-        pose_tokens = self.token_norm(last.to(self.token_norm.weight.dtype))  # kept tokens may be held in bf16
+        weight = self.token_norm.weight  # kept tokens may be held in bf16 or in host memory
+        pose_tokens = self.token_norm(last.to(device=weight.device, dtype=weight.dtype))
         B, S, _ = pose_tokens.shape
         normed = self.adaln_norm(pose_tokens)
         encoding = None

@@ -85,6 +85,7 @@ class DPTHead(nn.Module):
         self.pos_embed = pos_embed
         self.feature_only = feature_only
         self.down_ratio = down_ratio
+        self.outputs_on_host = False  # each chunk's outputs go to host memory as it finishes (VGGT.set_host_offload)
 
         self.norm = nn.LayerNorm(dim_in)
         self.projects = nn.ModuleList(nn.Conv2d(dim_in, oc, kernel_size=1) for oc in out_channels)
@@ -128,7 +129,7 @@ class DPTHead(nn.Module):
         S = images.shape[1]
         step = S if not frames_chunk_size or frames_chunk_size >= S else frames_chunk_size
         chunks = [
-            self._forward_frames(aggregated_tokens_list, images, patch_start_idx, s, min(s + step, S))
+            self._placed(self._forward_frames(aggregated_tokens_list, images, patch_start_idx, s, min(s + step, S)))
             for s in range(0, S, step)
         ]
         if len(chunks) == 1:
@@ -137,6 +138,14 @@ class DPTHead(nn.Module):
             return torch.cat(chunks, dim=1)
         return torch.cat([c[0] for c in chunks], dim=1), torch.cat([c[1] for c in chunks], dim=1)
 
+    def _placed(self, chunk):
+        """One chunk's outputs, moved to host memory when `outputs_on_host`."""
+        if not self.outputs_on_host:
+            return chunk
+        if self.feature_only:
+            return chunk.cpu()
+        return tuple(value.cpu() for value in chunk)
+
     def _forward_frames(self, tokens_list, images, patch_start_idx, start, end):
         B, _, _, H, W = images.shape
         S = end - start
@@ -144,7 +153,8 @@ class DPTHead(nn.Module):
         features = []
         for project, resize, layer in zip(self.projects, self.resize_layers, self.intermediate_layer_idx):
             x = tokens_list[layer][:, start:end, patch_start_idx:]
-            x = x.to(self.norm.weight.dtype)  # kept tokens may be held in bf16: this chunk's copy in the head's dtype
+            # kept tokens may be held in bf16 or in host memory: this chunk's copy where and as the head computes
+            x = x.to(device=self.norm.weight.device, dtype=self.norm.weight.dtype)
             x = self.norm(x.reshape(B * S, h * w, -1))
             x = project(x.permute(0, 2, 1).reshape(B * S, -1, h, w))
             if self.pos_embed:

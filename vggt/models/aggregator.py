@@ -34,6 +34,7 @@ from vggt.layers.token_chunks import (
     run_frame_block_in_place,
     run_global_block_in_place,
 )
+from vggt.runtime import host_buffer
 
 RESNET_MEAN = (0.485, 0.456, 0.406)
 RESNET_STD = (0.229, 0.224, 0.225)
@@ -79,6 +80,7 @@ class Aggregator(nn.Module):
         self.global_blocks = nn.ModuleList(block() for _ in range(c.depth))
         self.activation_checkpointing = False
         self.kept_dtype: torch.dtype | None = None  # chunked inference holds the kept layers in it (None: as computed)
+        self.kept_on_host = False  # chunked inference holds the kept layers in host memory (VGGT.set_host_offload)
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
         """Recompute every block (and the DINOv2 blocks) in backward while training."""
@@ -158,7 +160,8 @@ class Aggregator(nn.Module):
         global_block_in_place: GlobalBlockRunner = run_global_block_in_place,
     ) -> list[torch.Tensor | None]:
         """tokens: [B, S, P, C] embedded frames (overwritten) -> the kept layers' [B, S, P, 2C] entries, in
-        `kept_dtype` where set (inference under autocast: half the memory of the heads' inputs).
+        `kept_dtype` where set (inference under autocast: half the memory of the heads' inputs), in host memory with
+        `kept_on_host` (the heads bring back a chunk of frames at a time).
 
         `global_block_in_place(block, x [B, S * P, C], frame_rope, P, frames_per_chunk)` runs one global block;
         sequence parallelism swaps in one whose attention spans the frames of every process.
@@ -170,7 +173,12 @@ class Aggregator(nn.Module):
         for i, (frame_block, global_block) in enumerate(zip(self.frame_blocks, self.global_blocks)):
             run_frame_block_in_place(frame_block, per_frame, frame_rope, frames_per_chunk)
             if i in keep:
-                outputs[i] = tokens.new_empty(B, S, P, 2 * C, dtype=self.kept_dtype or tokens.dtype)
+                shape, dtype = (B, S, P, 2 * C), self.kept_dtype or tokens.dtype
+                outputs[i] = (
+                    host_buffer(shape, dtype, tokens.device)
+                    if self.kept_on_host
+                    else tokens.new_empty(shape, dtype=dtype)
+                )
                 outputs[i][..., :C] = tokens
             global_block_in_place(global_block, sequence, frame_rope, P, frames_per_chunk)
             if i in keep:

@@ -232,6 +232,17 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
             else lambda m: m.hold_in_compute_dtype(torch_dtype),
         )
 
+    def set_host_offload(self, enabled: bool) -> None:
+        """Inference with host offload (`vggt predict --offload`): the aggregator keeps the layers the heads read in
+        host memory, the camera and DPT heads bring them back a chunk of frames at a time, and the depth and point
+        maps go to host memory chunk by chunk; the device then holds per frame about the residual stream and the
+        global keys and values. The outputs are the same. On a CPU, host and device are one memory: nothing moves.
+        The track head keeps its feature maps on the device (the tracker reads every frame)."""
+        self.aggregator.kept_on_host = enabled
+        for head in (self.depth_head, self.point_head):
+            if head is not None:
+                head.outputs_on_host = enabled
+
     def hold_in_compute_dtype(self, dtype: torch.dtype) -> None:
         """For inference under autocast to `dtype`: hold the aggregator's linear and convolution weights (and
         biases) in it, which is what autocast casts them to on every call (the same outputs, without the per-call

@@ -125,8 +125,9 @@ def gather_frames_to_host(
     """Every rank's `local` concatenated along the frame dimension `dim` in host memory on `output_rank` (None on
     the other ranks). The pieces arrive one rank at a time through a buffer the size of one rank's piece, so no
     device holds the whole scene's tensor."""
+    wire = collective_device(shards.group)  # `local` may be in host memory (host offload)
     if shards.rank != output_rank:
-        dist.send(local.contiguous(), _global_rank(output_rank, shards), group=shards.group)
+        dist.send(local.to(wire).contiguous(), _global_rank(output_rank, shards), group=shards.group)
         return None
     pieces = []
     for rank, frames in enumerate(shards.frames):
@@ -135,7 +136,7 @@ def gather_frames_to_host(
             continue
         shape = list(local.shape)
         shape[dim] = frames
-        piece = local.new_empty(shape)
+        piece = torch.empty(shape, dtype=local.dtype, device=wire)
         dist.recv(piece, _global_rank(rank, shards), group=shards.group)
         pieces.append(piece.cpu())
     return torch.cat(pieces, dim=dim)
@@ -219,13 +220,14 @@ def sequence_parallel_forward(
     def collect(local: torch.Tensor) -> torch.Tensor | None:
         """A per-frame output of every rank: on every rank, or on output_rank only (in host memory)."""
         if output_rank is None:
-            return gather_frames(local, shards)
+            return gather_frames(local.to(images.device), shards)
         return gather_frames_to_host(local, shards, output_rank)
 
     predictions: dict[str, Any] = {}
     with model.heads_precision(images.device):  # as VGGT.forward
         if model.camera_head is not None:
-            camera_tokens = gather_frames(tokens_list[-1][:, :, :1].contiguous(), shards)  # [B, S, 1, 2C]
+            camera_tokens = tokens_list[-1][:, :, :1].to(images.device)  # [B, S_r, 1, 2C]: kept on host with offload
+            camera_tokens = gather_frames(camera_tokens.contiguous(), shards)  # [B, S, 1, 2C]
             pose_enc_list = model.camera_head([camera_tokens])
             predictions["pose_enc"], predictions["pose_enc_list"] = pose_enc_list[-1], pose_enc_list
         for head, names in (

@@ -35,7 +35,12 @@ from vggt.predict.render import write_previews
 from vggt.predict.staging import recover_interrupted, staged_output
 from vggt.predict.video import extract_frames, import_av
 from vggt.runtime import configure_process, describe_dtype_choice, parse_dtype
-from vggt.utils.load_fn import PATCH_SIZE, PreprocessTransform, load_and_preprocess_images_with_transforms
+from vggt.utils.load_fn import (
+    PATCH_SIZE,
+    PreprocessTransform,
+    load_and_preprocess_images_with_transforms,
+    preprocessed_shape,
+)
 
 EXPORTS = ("depth", "ply", "glb", "colmap", "preview")
 CAMERA_EXPORTS = ("ply", "glb", "colmap")  # skipped when no frame has a usable camera (preview keeps frames.png)
@@ -87,6 +92,7 @@ class PredictOptions:
     strict: bool = False  # a frame without a usable camera is an error instead of a warning
     memory_check: bool = True  # stop before loading when the memory estimate exceeds what is free
     heads_autocast: bool = False  # camera, depth and point heads in the autocast dtype too
+    offload: bool = False  # kept layers and dense outputs in host memory (VGGT.set_host_offload)
 
 
 @dataclass
@@ -252,12 +258,15 @@ def predict(options: PredictOptions, model: VGGT | None = None) -> PredictSummar
 
     resident = model is not None and next(model.parameters()).device == device  # its weights take no more memory
 
-    def check_memory(frames: int) -> None:
-        """Print the memory estimate (rank 0); too little memory stops the run (MemoryPlanError) unless disabled."""
-        config, side = planning_config(options.config, options.model), options.resolution
+    def check_memory(paths: Sequence[Path]) -> None:
+        """Print the memory estimate for these frames at the size preprocessing gives them (from their headers, on
+        rank 0); too little memory stops the run (MemoryPlanError) unless disabled."""
+        config = planning_config(options.config, options.model)
+        height, width = preprocessed_shape(paths, options.mode, options.resolution)
         plan = check_inference_memory(
-            config, frames, side, side, device, dtype, options.frames_chunk_size, process_count(),
+            config, len(paths), height, width, device, dtype, options.frames_chunk_size, process_count(),
             0 if queries is None else len(queries), enforce=options.memory_check, weights_resident=resident,
+            offload=options.offload,
         )  # fmt: skip
         if not is_helper_rank():
             print(plan)
@@ -270,10 +279,11 @@ def predict(options: PredictOptions, model: VGGT | None = None) -> PredictSummar
             loaded = load_model(options.model, options.config, options.heads_autocast, dtype)
         if queries is not None and loaded.track_head is None:
             raise ValueError("--query-points needs the track head, and this model has none")
+        loaded.set_host_offload(options.offload)
         return loaded
 
     if source.video is None:  # a video's frames are counted once extracted (below, on rank 0)
-        check_memory(len(source.images))
+        check_memory(source.images)
     if is_helper_rank():  # sequence parallelism: this rank computes its frames, rank 0 reads and writes
         serve_forward(load(), device, dtype, options.frames_chunk_size)
         return None
@@ -285,7 +295,7 @@ def predict(options: PredictOptions, model: VGGT | None = None) -> PredictSummar
             paths = extract_frames(source.video, options.fps, stage / VIDEO_FRAMES)
             names = [path.name for path in paths]
             summary.add(f"{VIDEO_FRAMES}/", f"{len(paths)} frames of {source.video.name}, {options.fps:g} per second")
-            check_memory(len(paths))
+            check_memory(paths)
         network = load()
         images, transforms = load_and_preprocess_images_with_transforms(
             paths, options.mode, options.resolution, progress=True

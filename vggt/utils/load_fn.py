@@ -156,6 +156,27 @@ def _preprocess_pad(image: Image.Image, target: int) -> tuple[torch.Tensor, Prep
     return _pad_centered(tensor, target, target, value=1.0), resized.shifted(*padding)
 
 
+def preprocessed_shape(
+    image_path_list: str | os.PathLike | Sequence[str | os.PathLike], mode: str = "crop", target_size: int = TARGET_SIZE
+) -> tuple[int, int]:
+    """(H, W) of the batch that load_and_preprocess_images would make, from the files' headers only (no decoding):
+    what a memory plan needs before anything is loaded. Unreadable files count as a square of `target_size`."""
+    if mode not in _MODES:
+        raise ValueError(f"Unknown mode {mode!r}; use 'crop' or 'pad'")
+    _check_target_size(target_size)
+    if mode == "pad":
+        return target_size, target_size
+    height = 0
+    for path in _as_path_list(image_path_list):
+        try:
+            with Image.open(path) as image:
+                width, original_height = image.size
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+            return target_size, target_size  # loading will report the file
+        height = max(height, min(_scaled_side(original_height, target_size, width), target_size))
+    return height, target_size
+
+
 def load_and_preprocess_images_with_transforms(
     image_path_list: str | os.PathLike | Sequence[str | os.PathLike],
     mode: str = "crop",
