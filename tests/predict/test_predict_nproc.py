@@ -39,6 +39,24 @@ def test_two_processes_write_the_predictions_of_one(tiny_weights: Path, scene_im
 
 
 @pytest.mark.slow
+def test_two_processes_in_bf16_with_offload_stay_within_the_bf16_bound_of_one(
+    tiny_weights: Path, scene_images: Path, tmp_path: Path
+) -> None:
+    """bf16 storage and --offload along the --nproc data path (kept layers and outputs in bf16 / in host memory,
+    gathered to rank 0): the same predictions as one process but for bf16's other summation order."""
+    outputs = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"nproc{nproc}"
+        extra = ("--export", "none", "--dtype", "bfloat16", "--offload", "--nproc", nproc)
+        result = run_cli(*predict_args(scene_images, out, tiny_weights, *extra))
+        assert result.status == 0, result.stderr
+        outputs[nproc] = np.load(out / "predictions.npz")
+    for key in DENSE:
+        single, parallel = outputs[1][key].astype(np.float64), outputs[2][key].astype(np.float64)
+        assert np.linalg.norm(parallel - single) <= 1e-2 * np.linalg.norm(single), key  # the bf16 bound
+
+
+@pytest.mark.slow
 def test_nproc_that_does_not_divide_the_heads_is_refused(tiny_weights: Path, scene_images: Path, tmp_path: Path):
     result = run_cli(*predict_args(scene_images, tmp_path / "out", tiny_weights, "--export", "none", "--nproc", 3))
     assert result.status != 0
