@@ -67,43 +67,53 @@ def test_process_count_that_does_not_divide_the_heads_is_refused_with_the_counts
         check_world_size(16, 4, frames=2)
 
 
+@pytest.fixture(scope="module")
+def parallel_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of every case's outputs per rank, from one spawn of 2 gloo processes."""
+    folder = tmp_path_factory.mktemp("sequence_parallel")
+    mp.spawn(_worker, args=(2, str(folder / "init"), str(folder)), nprocs=2, join=True)
+    return folder
+
+
+def single_process(frames: int, with_queries: bool) -> dict[str, torch.Tensor]:
+    model = synthetic_model(VGGTConfig.small_reference()).double()
+    with torch.no_grad():
+        return model(scene(frames), query_points=QUERY_POINTS if with_queries else None)
+
+
+def assert_matches(parallel: dict, single: dict, label: str, with_queries: bool) -> None:
+    """Float64 outputs of the split forward equal the single-process ones up to summation order."""
+    for key in DENSE:
+        scale = max(1.0, single[key].abs().max().item())
+        worst = (parallel[key] - single[key]).abs().max().item()
+        assert worst <= 1e-10 * scale, f"{label} {key}: {worst:.3e}"
+    if with_queries:
+        assert (parallel["track"] - single["track"]).abs().max() <= 1e-9, label  # pixels
+        for key in ("vis", "conf"):
+            assert (parallel[key] - single[key]).abs().max() <= 1e-10, f"{label} {key}"
+
+
 @pytest.mark.slow
-def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
+def test_two_gloo_processes_equal_one(parallel_runs: Path) -> None:
     """In float64, where the split's other summation order costs about 1e-15: in float32 the tracker amplifies it
     by an amount that depends on the CPU's kernels (vis 0.066 apart on an AVX2-only CPU)."""
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    model = synthetic_model(VGGTConfig.small_reference()).double()
     for frames, with_queries in CASES:
-        queries = QUERY_POINTS if with_queries else None
-        with torch.no_grad():
-            single = model(scene(frames), query_points=queries)
+        single = single_process(frames, with_queries)
         for rank in (0, 1):
-            parallel = torch.load(tmp_path / f"rank{rank}_S{frames}_{with_queries}.pt")
+            parallel = torch.load(parallel_runs / f"rank{rank}_S{frames}_{with_queries}.pt")
             label = f"S={frames} queries={with_queries} rank {rank}"
             assert set(parallel) == set(single) - {"images"}, label
-            for key in DENSE:
-                scale = max(1.0, single[key].abs().max().item())
-                worst = (parallel[key] - single[key]).abs().max().item()
-                assert worst <= 1e-10 * scale, f"{label} {key}: {worst:.3e}"
-            if with_queries:
-                assert (parallel["track"] - single["track"]).abs().max() <= 1e-9, label  # pixels
-                for key in ("vis", "conf"):
-                    assert (parallel[key] - single[key]).abs().max() <= 1e-10, f"{label} {key}"
+            assert_matches(parallel, single, label, with_queries)
 
 
 @pytest.mark.slow
-def test_outputs_gathered_to_rank_0_equal_one_process_and_leave_the_others_with_cameras_only(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    model = synthetic_model(VGGTConfig.small_reference()).double()
+def test_outputs_gathered_to_rank_0_equal_one_process_and_leave_the_others_with_cameras_only(
+    parallel_runs: Path,
+) -> None:
     for frames, with_queries in TO_RANK_0:
-        queries = QUERY_POINTS if with_queries else None
-        with torch.no_grad():
-            single = model(scene(frames), query_points=queries)
-        first = torch.load(tmp_path / f"to0_rank0_S{frames}_{with_queries}.pt")
-        helper = torch.load(tmp_path / f"to0_rank1_S{frames}_{with_queries}.pt")
+        single = single_process(frames, with_queries)
+        first = torch.load(parallel_runs / f"to0_rank0_S{frames}_{with_queries}.pt")
+        helper = torch.load(parallel_runs / f"to0_rank1_S{frames}_{with_queries}.pt")
         assert set(first) == set(single) - {"images"} and set(helper) == {"pose_enc", "pose_enc_list"}
-        for key in DENSE:
-            assert first[key].device.type == "cpu"
-            scale = max(1.0, single[key].abs().max().item())
-            assert (first[key] - single[key]).abs().max().item() <= 1e-10 * scale, key
-        assert (first["track"] - single["track"]).abs().max() <= 1e-9
+        assert all(first[key].device.type == "cpu" for key in DENSE)
+        assert_matches(first, single, f"S={frames} to rank 0", with_queries)

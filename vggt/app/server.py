@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 
 from vggt.app.reconstruction import AppSettings, Reconstructor
 from vggt.app.ui import build_app, import_gradio
 from vggt.app.workspace import Workspace
-from vggt.predict.viewer import LOOPBACK_HOST, is_loopback
+from vggt.predict.viewer import LOOPBACK_HOST, warn_unless_loopback
 from vggt.utils.load_fn import PATCH_SIZE
 
 QUEUE_SIZE = 64  # waiting requests beyond this are refused (each sees its place in the line)
@@ -28,12 +27,7 @@ def check_settings(settings: AppSettings, host: str, port: int) -> None:
         )
     if not 1 <= port <= 65535:
         raise ValueError(f"--port must be 1-65535, got {port}")
-    if not is_loopback(host):
-        warnings.warn(
-            f"--host {host} lets other machines on the network use this app and see what is uploaded; leave "
-            f"--host out ({LOOPBACK_HOST}) to serve this machine only",
-            stacklevel=2,
-        )
+    warn_unless_loopback(host, "use this app and see what is uploaded")
 
 
 def serve(settings: AppSettings, host: str = LOOPBACK_HOST, port: int = 7860, temp_parent: Path | None = None) -> None:

@@ -166,6 +166,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def warn_unless_loopback(host: str, what_others_can_do: str) -> None:
+    """Warn that a server on `host` other than loopback lets other machines do `what_others_can_do`."""
+    if not is_loopback(host):
+        warnings.warn(
+            f"--host {host} lets other machines on the network {what_others_can_do}; leave --host out "
+            f"({LOOPBACK_HOST}) to serve this machine only",
+            stacklevel=3,
+        )
+
+
 def serve(out_dir: Path, host: str, port: int, percentile: float, max_points: int, use_point_map: bool = False) -> None:
     """Start the viewer on http://host:port and block until Ctrl-C. A host other than loopback is warned about.
     `use_point_map` as in load_scene."""
@@ -173,12 +183,7 @@ def serve(out_dir: Path, host: str, port: int, percentile: float, max_points: in
     scene = load_scene(out_dir, use_point_map)
     if not 0 <= percentile <= 100:
         raise ValueError(f"--conf-threshold is a percentile from 0 to 100, got {percentile}")
-    if not is_loopback(host):
-        warnings.warn(
-            f"--host {host} lets other machines on the network open the viewer and see this scene; "
-            f"leave --host out ({LOOPBACK_HOST}) to serve this machine only",
-            stacklevel=2,
-        )
+    warn_unless_loopback(host, "open the viewer and see this scene")
     server = viser.ViserServer(host=host, port=port)
     build_viewer(server, scene, percentile, max_points)
     shown = ", the point map" if use_point_map else ""
