@@ -2,8 +2,9 @@
 
 For each device size, one device and N of them (sequence parallelism), without and with host offload: the most
 frames whose estimate fits the memory left after the runtime's context (a CUDA context takes 0.3-0.5 GiB: 0.5 is
-planned), and the host memory rank 0 then needs (images, the float32 predictions and, with offload, the kept
-layers). Nothing runs on a device: this is the model, which CPU measurements check (benchmarks/README.md).
+planned), and the host memory then needed (rank 0's images and float32 predictions and, with offload, every rank's
+kept layers: all ranks on one host). Nothing runs on a device: this is the model, which CPU measurements check
+(benchmarks/README.md).
 
 Example: python benchmarks/memory_table.py                       # VGGT-1B, bf16, 518 x 518 and 518 x 294
          python benchmarks/memory_table.py --sizes 294x518 --devices 8 80 --processes 8

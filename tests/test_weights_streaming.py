@@ -102,3 +102,37 @@ def test_from_pretrained_in_bfloat16_holds_aggregator_matmuls_in_bf16_and_comput
         expected, out = held(images), loaded(images)
     for key in ("pose_enc", "depth", "world_points"):
         torch.testing.assert_close(out[key], expected[key], rtol=0, atol=0, msg=key)  # loaded as if cast after
+
+
+def raw_safetensors(path: Path, header: str, data: bytes) -> Path:
+    """A file of the format by hand: the header's length (8 bytes, little-endian), the JSON header, the data."""
+    encoded = header.encode()
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        ('{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0.0, 4.0]}}', "bad shape or offsets"),
+        ('{"a": {"dtype": "F32", "shape": [-1, -1], "data_offsets": [0, 4]}}', "bad shape or offsets"),
+        ('{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a": {"dtype": "F32", "shape": [1], '
+         '"data_offsets": [0, 4]}}', "appears twice"),
+        ('{"a": {"dtype": "C64", "shape": [1], "data_offsets": [0, 4]}}', "bad entry"),
+    ],
+)  # fmt: skip
+def test_a_malformed_header_is_refused_naming_the_file(tmp_path: Path, header: str, message: str) -> None:
+    path = raw_safetensors(tmp_path / "model.safetensors", header, b"\0" * 4)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + message):
+        read_state_dict(path)
+
+
+def test_torch_dtype_takes_hugging_face_names_and_refuses_the_rest(tiny_model: VGGT, tmp_path: Path) -> None:
+    tiny_model.save_pretrained(tmp_path)
+    by_name = VGGT.from_pretrained(tmp_path, torch_dtype="bfloat16")
+    assert by_name.aggregator.frame_blocks[0].mlp.fc1.weight.dtype == torch.bfloat16
+    half = VGGT.from_pretrained(tmp_path, torch_dtype=torch.float16)
+    assert half.aggregator.frame_blocks[0].mlp.fc1.weight.dtype == torch.float16
+    assert half.aggregator.kept_dtype is None  # float16 could overflow the kept layers: they stay as computed
+    with pytest.raises(ValueError, match="torch_dtype must be one of"):
+        VGGT.from_pretrained(tmp_path, torch_dtype=torch.float64)

@@ -106,11 +106,6 @@ def planning_config(config: VGGTConfig | dict[str, Any] | str | None, model_sour
     return config_from_json(read_config_json(config_json)) if config_json.is_file() else VGGTConfig()
 
 
-def parameter_count(config: VGGTConfig) -> int:
-    """Parameters of the model of `config` (built on the meta device: no memory)."""
-    return sum(p.numel() for p in build_on_meta_device(VGGT, config).parameters())
-
-
 def inference_weight_bytes(config: VGGTConfig, dtype: torch.dtype) -> int:
     """Bytes of the weights as vggt predict loads them for autocast to `dtype` (VGGT.from_pretrained's
     torch_dtype: the aggregator's matmul weights in `dtype`, the rest float32), counted on the meta device."""
@@ -161,7 +156,7 @@ def estimate_inference_memory(
     heads_frame = kept_on_device + images + dense_on_device
     track_map = config.track_features * (pixels // config.tracker_stride**2) * FLOAT32  # one frame's feature map
     tracker = 0
-    if query_points:  # every process tracks through all frames (it gathers the feature maps)
+    if query_points:  # rank 0 tracks through all frames (it gathers the feature maps): the largest process
         heads_frame += track_map
         tracker = frames * (TRACKER_PYRAMID_MAPS * track_map + query_points * tracker_point_frame_bytes(config))
     dpt_chunk = chunk * pixels * FLOAT32 * (DPT_FULL_RES_MAPS * config.dpt_features // 2 + DPT_STAGE_CHANNELS)
@@ -175,8 +170,8 @@ def estimate_inference_memory(
         ("aggregator", aggregator, aggregator_frame), ("heads", heads, heads_frame), key=lambda t: t[1]
     )
     host = int(frames * pixels * FLOAT32 * HOST_FLOATS_PER_PIXEL * EXPORT_FACTOR)
-    if offload:
-        host += local * kept  # the dense outputs land in the host arrays counted above
+    if offload:  # every process's kept layers, on one host (vggt predict --nproc); the outputs are counted above
+        host += world_size * local * kept
     return MemoryEstimate(
         device_bytes=int(weights + working + RUNTIME_BYTES),
         host_bytes=host,

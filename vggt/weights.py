@@ -9,7 +9,9 @@ module imports this one and never the reverse.
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -112,8 +114,15 @@ def _safetensors_header(path: Path, file: Any) -> tuple[dict[str, Any], int]:
     size = int.from_bytes(file.read(8), "little")
     if not 2 <= size <= MAX_SAFETENSORS_HEADER:
         raise ValueError(f"{path} is not a readable safetensors file: a header of {size} bytes")
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [name for name, _ in pairs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{path} is not a readable safetensors file: a tensor name appears twice")
+        return dict(pairs)
+
     try:
-        header = json.loads(file.read(size))
+        header = json.loads(file.read(size), object_pairs_hook=unique)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not a readable safetensors file: its header is not JSON ({err})") from err
     if not isinstance(header, dict):
@@ -123,9 +132,11 @@ def _safetensors_header(path: Path, file: Any) -> tuple[dict[str, Any], int]:
     for name, entry in header.items():
         try:
             dtype, shape, (begin, end) = SAFETENSORS_DTYPES[entry["dtype"]], entry["shape"], entry["data_offsets"]
-            expected = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path} is not a readable safetensors file: bad entry for {name!r} ({err!r})") from err
+        if not all(type(n) is int and n >= 0 for n in (*shape, begin, end)):
+            raise ValueError(f"{path} is not a readable safetensors file: {name!r} has a bad shape or offsets")
+        expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
         if not 0 <= begin <= end <= data_size or end - begin != expected:
             raise ValueError(f"{path} is not a readable safetensors file: {name!r} lies outside its data")
     return header, data_start
@@ -135,6 +146,8 @@ def _read_safetensors(path: Path, dtypes: Mapping[str, torch.dtype]) -> dict[str
     """The tensors of `path`, read one at a time with plain reads and each cast at once to `dtypes[name]` (after
     WRAPPER_PREFIXES are stripped) where given. No memory map: the file's pages never count as this process's
     memory, and a float32 file loads into bfloat16 without ever holding all of it in float32."""
+    if sys.byteorder != "little":  # safetensors stores little-endian; reading it raw here would scramble it
+        raise ValueError(f"{path}: reading safetensors on a {sys.byteorder}-endian machine is not supported")
     with open(path, "rb") as file:
         header, data_start = _safetensors_header(path, file)
         names = strip_wrapper_prefixes(dict.fromkeys(header))  # stored name -> the model's name, in file order

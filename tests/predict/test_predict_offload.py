@@ -7,14 +7,11 @@ import copy
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
-import vggt.runtime.device as runtime_device
 from tests.predict.conftest import predict_args, run_cli
 from vggt.config import VGGTConfig
 from vggt.memory_plan import estimate_inference_memory
-from vggt.runtime import host_buffer
 
 
 def test_offloaded_model_gives_the_same_outputs_with_kept_layers_in_host_memory(tiny_model) -> None:
@@ -42,23 +39,6 @@ def test_predict_with_offload_writes_the_same_predictions(tiny_weights: Path, sc
         assert a.files == b.files
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
-
-def test_host_buffers_are_pinned_for_an_accelerator_and_plain_for_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    asked = []
-    real_empty = torch.empty
-
-    def empty(*shape, pin_memory=False, **kwargs):
-        asked.append(pin_memory)
-        if pin_memory:
-            raise RuntimeError("Cannot access accelerator device when none is available.")  # a CPU-only build
-        return real_empty(*shape, **kwargs)
-
-    monkeypatch.setattr(runtime_device.torch, "empty", empty)
-    assert host_buffer((2, 3), torch.bfloat16, torch.device("cpu")).dtype == torch.bfloat16
-    assert asked == [False]  # the CPU never asks to pin
-    buffer = host_buffer((2, 3), torch.float32, torch.device("cuda", 0))
-    assert asked == [False, True, False] and buffer.shape == (2, 3)  # asked to pin, fell back to plain memory
 
 
 def test_the_memory_plan_moves_kept_layers_and_outputs_to_the_host_with_offload() -> None:

@@ -151,6 +151,7 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
         )
     weights_file, _ = resolve_source(options.model)
     model = load_model(options.model, options.config, options.heads_autocast, dtype)
+    model.aggregator.kept_dtype = None  # the published protocol's heads read the layers as computed (float32)
     print(f"evaluating on {device} in {describe_dtype_choice(options.dtype, device)}")
     groups = evaluate(model, selection.sequences, device, dtype, options.resolution)
     rows = {name: group.summary() for name, group in groups.items()}

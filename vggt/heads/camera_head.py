@@ -41,7 +41,7 @@ class CameraHead(nn.Module):
         """Last aggregator layer [B, S, P, C] -> list of `num_iterations` activated encodings [B, S, 9]."""
         last = aggregated_tokens_list[-1][:, :, 0]
         weight = self.token_norm.weight  # kept tokens may be held in bf16 or in host memory
-        pose_tokens = self.token_norm(last.to(device=weight.device, dtype=weight.dtype))
+        pose_tokens = self.token_norm(last.to(weight.device).to(weight.dtype))
         B, S, _ = pose_tokens.shape
         normed = self.adaln_norm(pose_tokens)
         encoding = None

@@ -153,8 +153,8 @@ class DPTHead(nn.Module):
         features = []
         for project, resize, layer in zip(self.projects, self.resize_layers, self.intermediate_layer_idx):
             x = tokens_list[layer][:, start:end, patch_start_idx:]
-            # kept tokens may be held in bf16 or in host memory: this chunk's copy where and as the head computes
-            x = x.to(device=self.norm.weight.device, dtype=self.norm.weight.dtype)
+            # kept tokens may be held in bf16 or in host memory: this chunk crosses as kept, then takes the head's dtype
+            x = x.to(self.norm.weight.device).to(self.norm.weight.dtype)
             x = self.norm(x.reshape(B * S, h * w, -1))
             x = project(x.permute(0, 2, 1).reshape(B * S, -1, h, w))
             if self.pos_embed:

@@ -34,7 +34,6 @@ from vggt.layers.token_chunks import (
     run_frame_block_in_place,
     run_global_block_in_place,
 )
-from vggt.runtime import host_buffer
 
 RESNET_MEAN = (0.485, 0.456, 0.406)
 RESNET_STD = (0.229, 0.224, 0.225)
@@ -54,6 +53,13 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     mean = torch.stack([images.new_full((), m) for m in RESNET_MEAN]).view(3, 1, 1)
     std = torch.stack([images.new_full((), s) for s in RESNET_STD]).view(3, 1, 1)
     return (images - mean) / std
+
+
+def copy_in_chunks(kept: torch.Tensor, tokens: torch.Tensor, frames_per_chunk: int) -> None:
+    """kept[:, frames] = tokens[:, frames] ([B, S, P, C]), a chunk of frames at a time and cast where `tokens` are:
+    into host memory (offload) only the chunk's bytes in the kept dtype cross, never a whole-scene temporary."""
+    for start, end in frame_spans(tokens.shape[1], frames_per_chunk):
+        kept[:, start:end].copy_(tokens[:, start:end].to(kept.dtype))
 
 
 class Aggregator(nn.Module):
@@ -173,14 +179,10 @@ class Aggregator(nn.Module):
         for i, (frame_block, global_block) in enumerate(zip(self.frame_blocks, self.global_blocks)):
             run_frame_block_in_place(frame_block, per_frame, frame_rope, frames_per_chunk)
             if i in keep:
-                shape, dtype = (B, S, P, 2 * C), self.kept_dtype or tokens.dtype
-                outputs[i] = (
-                    host_buffer(shape, dtype, tokens.device)
-                    if self.kept_on_host
-                    else tokens.new_empty(shape, dtype=dtype)
-                )
-                outputs[i][..., :C] = tokens
+                where = torch.device("cpu") if self.kept_on_host else tokens.device
+                outputs[i] = torch.empty(B, S, P, 2 * C, dtype=self.kept_dtype or tokens.dtype, device=where)
+                copy_in_chunks(outputs[i][..., :C], tokens, frames_per_chunk)
             global_block_in_place(global_block, sequence, frame_rope, P, frames_per_chunk)
             if i in keep:
-                outputs[i][..., C:] = tokens
+                copy_in_chunks(outputs[i][..., C:], tokens, frames_per_chunk)
         return outputs

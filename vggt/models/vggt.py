@@ -18,6 +18,18 @@ from vggt.models.aggregator import Aggregator
 from vggt.runtime import autocast_disabled
 from vggt.weights import load_pretrained, save_model
 
+INFERENCE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}
+
+
+def inference_dtype(torch_dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """from_pretrained's torch_dtype (a dtype or Hugging Face's name of one) -> the lower dtype to hold, or None."""
+    if torch_dtype is None:
+        return None
+    name = torch_dtype if isinstance(torch_dtype, str) else str(torch_dtype).removeprefix("torch.")
+    if name not in INFERENCE_DTYPES:
+        raise ValueError(f"torch_dtype must be one of {', '.join(INFERENCE_DTYPES)} (or None), got {torch_dtype!r}")
+    return INFERENCE_DTYPES[name]
+
 
 class VGGT(nn.Module, PyTorchModelHubMixin):
     """`VGGT()` is VGGT-1B; `VGGT(config=VGGTConfig.tiny())` builds any preset.
@@ -196,7 +208,7 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         config: VGGTConfig | dict[str, Any] | str | None = None,
         strict: bool = True,
         map_location: str | torch.device = "cpu",
-        torch_dtype: torch.dtype | None = None,
+        torch_dtype: torch.dtype | str | None = None,
         **model_kwargs: Any,
     ) -> VGGT:
         """Load a model from a Hugging Face repo id, a local directory or a weights file.
@@ -213,6 +225,7 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         autocast off. Without autocast the aggregator refuses float32 inputs (a dtype mismatch); to train, load
         without torch_dtype (float32 masters).
         """
+        compute = inference_dtype(torch_dtype)
         return load_pretrained(
             cls,
             pretrained_model_name_or_path,
@@ -227,9 +240,7 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
                 "revision": revision,
             },
             model_kwargs=model_kwargs,
-            lower_precision=None
-            if torch_dtype in (None, torch.float32)
-            else lambda m: m.hold_in_compute_dtype(torch_dtype),
+            lower_precision=None if compute is None else lambda m: m.hold_in_compute_dtype(compute),
         )
 
     def set_host_offload(self, enabled: bool) -> None:
@@ -237,7 +248,9 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         host memory, the camera and DPT heads bring them back a chunk of frames at a time, and the depth and point
         maps go to host memory chunk by chunk; the device then holds per frame about the residual stream and the
         global keys and values. The outputs are the same. On a CPU, host and device are one memory: nothing moves.
-        The track head keeps its feature maps on the device (the tracker reads every frame)."""
+        The track head keeps its feature maps on the device (the tracker reads every frame). Applies to the chunked
+        inference forward (frames_chunk_size set, the default). Host memory is pageable: pinned whole-scene
+        buffers would cost up to twice their size in the caching host allocator, and the copies are per chunk."""
         self.aggregator.kept_on_host = enabled
         for head in (self.depth_head, self.point_head):
             if head is not None:
@@ -247,13 +260,15 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         """For inference under autocast to `dtype`: hold the aggregator's linear and convolution weights (and
         biases) in it, which is what autocast casts them to on every call (the same outputs, without the per-call
         casts: 8 % of VGGT-1B's bf16 aggregator on a CPU, and half their memory), and the layer outputs the heads
-        read (Aggregator.kept_dtype: half their memory; a rounding the bf16 bound covers). Layer norms, tokens and
+        read when `dtype` is bfloat16 (Aggregator.kept_dtype, chunked inference: half their memory; a rounding the
+        bf16 bound covers). Layer norms, tokens and
         the heads' weights stay as they are (autocast computes layer norms in float32). The aggregator must then
         run under that autocast; training keeps float32."""
         for layer in self.aggregator.modules():
             if isinstance(layer, (nn.Linear, nn.Conv2d)):
                 layer.to(dtype)
-        self.aggregator.kept_dtype = dtype
+        # bf16 has float32's range; float16 kept layers could overflow (and no bound covers them): kept as computed
+        self.aggregator.kept_dtype = dtype if dtype == torch.bfloat16 else None
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Called by `save_pretrained`: weights as model.safetensors plus our config.json."""

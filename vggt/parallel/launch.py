@@ -1,11 +1,12 @@
 """Multi-process `vggt predict`: start or join the process group, rank 0 drives, the other ranks compute.
 
 `vggt predict --nproc N` spawns N processes on this machine; under `torchrun` (WORLD_SIZE set) the
-processes already exist. Every rank loads the model; rank 0 reads the images, broadcasts them, and
-writes every output. The other ranks take their block of frames, join each sequence-parallel
-forward, and write nothing. A failing rank ends the job: torch.multiprocessing.spawn and torchrun both
-stop the remaining processes. A stop signal to the parent (KeyboardInterrupt, see vggt.interrupts) is passed on to
-the spawned ranks as SIGTERM, so rank 0 rolls back what it was writing before the parent ends.
+processes already exist. Every rank loads the model; rank 0 reads the images, sends each rank its block
+of frames, receives their outputs and writes every output. The other ranks join each sequence-parallel
+forward with their frames, hold nothing of the whole scene, and write nothing. A failing rank ends the job:
+torch.multiprocessing.spawn and torchrun both stop the remaining processes. A stop signal to the parent
+(KeyboardInterrupt, see vggt.interrupts) is passed on to the spawned ranks as SIGTERM, so rank 0 rolls back what
+it was writing before the parent ends.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ Its limit is that N must divide the head count.
 The exchange is built from point-to-point sends and receives (`batch_isend_irecv`), which gloo,
 nccl and hccl all have from torch 2.1, with uneven token counts when S is not a multiple of N.
 The camera head reads the gathered camera tokens of all frames; the track head gathers the
-tracker's feature maps of all frames. Every process returns the full predictions.
+tracker's feature maps of all frames. Every process returns the full predictions, or with `output_rank` only
+that rank does, receiving the other ranks' outputs into its host memory one rank at a time.
 """
 
 from __future__ import annotations
@@ -114,15 +115,16 @@ def gather_frames(local: torch.Tensor, shards: SequenceShards, dim: int = 1) -> 
     shape[dim] = most
     padded = local.new_zeros(shape)
     padded.narrow(dim, 0, local.shape[dim]).copy_(local)
-    pieces = [torch.empty_like(padded) for _ in range(shards.world_size)]
-    dist.all_gather(pieces, padded, group=shards.group)
+    # gloo gathers bf16 only from torch 2.8: its bits travel as float16, which every backend gathers (a pure copy)
+    wire = padded.view(torch.float16) if padded.dtype == torch.bfloat16 else padded
+    pieces = [torch.empty_like(wire) for _ in range(shards.world_size)]
+    dist.all_gather(pieces, wire, group=shards.group)
+    pieces = [piece.view(local.dtype) for piece in pieces]
     return torch.cat([piece.narrow(dim, 0, n) for piece, n in zip(pieces, shards.frames)], dim=dim)
 
 
-def gather_frames_to_host(
-    local: torch.Tensor, shards: SequenceShards, output_rank: int, dim: int = 1
-) -> torch.Tensor | None:
-    """Every rank's `local` concatenated along the frame dimension `dim` in host memory on `output_rank` (None on
+def gather_frames_to_host(local: torch.Tensor, shards: SequenceShards, output_rank: int) -> torch.Tensor | None:
+    """Every rank's `local` [B, S_r, ...] concatenated along the frames in host memory on `output_rank` (None on
     the other ranks). The pieces arrive one rank at a time through a buffer the size of one rank's piece, so no
     device holds the whole scene's tensor."""
     wire = collective_device(shards.group)  # `local` may be in host memory (host offload)
@@ -135,11 +137,11 @@ def gather_frames_to_host(
             pieces.append(local.cpu())
             continue
         shape = list(local.shape)
-        shape[dim] = frames
+        shape[1] = frames
         piece = torch.empty(shape, dtype=local.dtype, device=wire)
         dist.recv(piece, _global_rank(rank, shards), group=shards.group)
         pieces.append(piece.cpu())
-    return torch.cat(pieces, dim=dim)
+    return torch.cat(pieces, dim=1)
 
 
 # global attention across processes --------------------------------------------------------------------

@@ -151,18 +151,6 @@ def peak_memory_bytes(device: torch.device) -> int | None:
     return None if module is None else int(module.max_memory_allocated(device))
 
 
-def host_buffer(shape: tuple[int, ...], dtype: torch.dtype, for_device: torch.device) -> torch.Tensor:
-    """An uninitialised host tensor that `for_device` copies to and from: page-locked (pinned) for an accelerator,
-    where the runtime can pin host memory, so that the copies run at full bandwidth; a plain tensor for the CPU,
-    whose builds without an accelerator cannot pin (torch raises) and need not."""
-    if for_device.type == "cpu":
-        return torch.empty(shape, dtype=dtype)
-    try:
-        return torch.empty(shape, dtype=dtype, pin_memory=True)
-    except RuntimeError:  # a runtime that cannot pin: the copies still work, only slower
-        return torch.empty(shape, dtype=dtype)
-
-
 def free_memory_bytes(device: torch.device) -> int | None:
     """Bytes a new allocation on `device` can still get: the accelerator's free memory, the host's MemAvailable
     for the CPU; None where neither is known."""
