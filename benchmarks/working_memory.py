@@ -198,8 +198,8 @@ def slope_mb_per_frame(rows: Sequence[dict]) -> float:
 
 def fill_synthetic(model: torch.nn.Module, synthetic_tensor: Callable) -> None:
     """Give a model on the meta device its synthetic weights one tensor at a time (never more than the model)."""
-    for name, tensor in model.state_dict().items():
-        model.load_state_dict({name: synthetic_tensor(name, tensor.shape)}, strict=False, assign=True)
+    for name, tensor in model.state_dict().items():  # each in the dtype the model holds it in (bf16 storage)
+        model.load_state_dict({name: synthetic_tensor(name, tensor.shape).to(tensor.dtype)}, strict=False, assign=True)
     left = [name for name, param in model.named_parameters() if param.is_meta]
     if left:
         raise RuntimeError(f"parameters left without weights: {left[:5]}")
@@ -278,9 +278,9 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
     if args.threads:
         torch.set_num_threads(args.threads)
     model = build_on_meta_device(VGGT, VGGTConfig.preset(args.config))
-    fill_synthetic(model, synthetic_tensor)
-    if args.dtype != "float32":
+    if args.dtype != "float32":  # as vggt predict loads it: straight into bf16, never the float32 model whole
         model.hold_in_compute_dtype(getattr(torch, args.dtype))
+    fill_synthetic(model, synthetic_tensor)
     images = synthetic_images(args)
     start, end = shard_frames(images.shape[1], world_size)[rank]
     images = images[:, start:end].clone()  # this process holds only its frames
