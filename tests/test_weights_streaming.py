@@ -118,7 +118,8 @@ def raw_safetensors(path: Path, header: str, data: bytes) -> Path:
         ('{"a": {"dtype": "F32", "shape": [-1, -1], "data_offsets": [0, 4]}}', "bad shape or offsets"),
         ('{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a": {"dtype": "F32", "shape": [1], '
          '"data_offsets": [0, 4]}}', "appears twice"),
-        ('{"a": {"dtype": "C64", "shape": [1], "data_offsets": [0, 4]}}', "bad entry"),
+        ('{"a": {"dtype": "C64", "shape": [1], "data_offsets": [0, 4]}}', "stored as 'C64'"),
+        ('{"a": {"dtype": "F64", "shape": [1], "data_offsets": [0, 8]}}', "stored as 'F64'.*float32"),
     ],
 )  # fmt: skip
 def test_a_malformed_header_is_refused_naming_the_file(tmp_path: Path, header: str, message: str) -> None:

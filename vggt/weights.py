@@ -101,8 +101,9 @@ class LoadReport:
 
 
 # reading ------------------------------------------------------------------------------------
+# The dtypes a VGGT checkpoint may hold; no F64: NPUs compute 64-bit floats slowly or not at all.
 SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool,
 }  # fmt: skip
@@ -131,9 +132,15 @@ def _safetensors_header(path: Path, file: Any) -> tuple[dict[str, Any], int]:
     data_start, data_size = 8 + size, os.path.getsize(path) - 8 - size
     for name, entry in header.items():
         try:
-            dtype, shape, (begin, end) = SAFETENSORS_DTYPES[entry["dtype"]], entry["shape"], entry["data_offsets"]
+            stored_dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path} is not a readable safetensors file: bad entry for {name!r} ({err!r})") from err
+        if stored_dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(
+                f"{path}: {name!r} is stored as {stored_dtype!r}; VGGT weights load from "
+                f"{', '.join(SAFETENSORS_DTYPES)} (convert 64-bit float checkpoints to float32 first)"
+            )
+        dtype = SAFETENSORS_DTYPES[stored_dtype]
         if not all(type(n) is int and n >= 0 for n in (*shape, begin, end)):
             raise ValueError(f"{path} is not a readable safetensors file: {name!r} has a bad shape or offsets")
         expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
