@@ -15,6 +15,7 @@ from torch import nn
 from vggt.heads.activations import activate_head
 from vggt.heads.sincos import grid_sincos_embed, uv_grid
 from vggt.layers.token_chunks import check_frames_chunk_size
+from vggt.runtime.host_copy import HostCopier
 
 POS_EMBED_RATIO = 0.1
 POS_EMBED_BASE = 100.0
@@ -128,25 +129,35 @@ class DPTHead(nn.Module):
         check_frames_chunk_size(frames_chunk_size)
         S = images.shape[1]
         step = S if not frames_chunk_size or frames_chunk_size >= S else frames_chunk_size
+        device = self.norm.weight.device
+        offloaded = self.outputs_on_host or any(t.device != device for t in aggregated_tokens_list if t is not None)
+        copier = HostCopier(device) if offloaded else None
         chunks = [
-            self._placed(self._forward_frames(aggregated_tokens_list, images, patch_start_idx, s, min(s + step, S)))
+            self._placed(
+                self._forward_frames(aggregated_tokens_list, images, patch_start_idx, s, min(s + step, S), copier),
+                copier,
+            )
             for s in range(0, S, step)
         ]
+        if copier is not None:
+            copier.flush()
         if len(chunks) == 1:
             return chunks[0]
         if self.feature_only:
             return torch.cat(chunks, dim=1)
         return torch.cat([c[0] for c in chunks], dim=1), torch.cat([c[1] for c in chunks], dim=1)
 
-    def _placed(self, chunk):
-        """One chunk's outputs, moved to host memory when `outputs_on_host`."""
-        if not self.outputs_on_host:
+    def _placed(self, chunk, copier: HostCopier | None):
+        """One chunk's outputs, on their way to host memory when `outputs_on_host` (complete at `copier.flush()`)."""
+        if not self.outputs_on_host or not copier.staging:  # on a CPU the outputs are in host memory already
             return chunk
-        if self.feature_only:
-            return chunk.cpu()
-        return tuple(value.cpu() for value in chunk)
+        values = (chunk,) if self.feature_only else chunk
+        on_host = tuple(torch.empty(value.shape, dtype=value.dtype) for value in values)
+        for value, host in zip(values, on_host):
+            copier.to_host(value, host)
+        return on_host[0] if self.feature_only else on_host
 
-    def _forward_frames(self, tokens_list, images, patch_start_idx, start, end):
+    def _forward_frames(self, tokens_list, images, patch_start_idx, start, end, copier: HostCopier | None):
         B, _, _, H, W = images.shape
         S = end - start
         h, w = H // self.patch_size, W // self.patch_size
@@ -154,7 +165,9 @@ class DPTHead(nn.Module):
         for project, resize, layer in zip(self.projects, self.resize_layers, self.intermediate_layer_idx):
             x = tokens_list[layer][:, start:end, patch_start_idx:]
             # kept tokens may be held in bf16 or in host memory: this chunk crosses as kept, then takes the head's dtype
-            x = x.to(self.norm.weight.device).to(self.norm.weight.dtype)
+            if x.device != self.norm.weight.device:
+                x = copier.to_device(x)
+            x = x.to(self.norm.weight.dtype)
             x = self.norm(x.reshape(B * S, h * w, -1))
             x = project(x.permute(0, 2, 1).reshape(B * S, -1, h, w))
             if self.pos_embed:

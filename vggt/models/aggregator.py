@@ -34,6 +34,7 @@ from vggt.layers.token_chunks import (
     run_frame_block_in_place,
     run_global_block_in_place,
 )
+from vggt.runtime.host_copy import HostCopier
 
 RESNET_MEAN = (0.485, 0.456, 0.406)
 RESNET_STD = (0.229, 0.224, 0.225)
@@ -55,11 +56,17 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
-def copy_in_chunks(kept: torch.Tensor, tokens: torch.Tensor, frames_per_chunk: int) -> None:
+def copy_in_chunks(
+    kept: torch.Tensor, tokens: torch.Tensor, frames_per_chunk: int, to_host: HostCopier | None = None
+) -> None:
     """kept[:, frames] = tokens[:, frames] ([B, S, P, C]), a chunk of frames at a time and cast where `tokens` are:
-    into host memory (offload) only the chunk's bytes in the kept dtype cross, never a whole-scene temporary."""
+    into host memory (offload, through `to_host`) only the chunk's bytes in the kept dtype cross, never a
+    whole-scene temporary. With `to_host` the copies finish at its `flush()`."""
     for start, end in frame_spans(tokens.shape[1], frames_per_chunk):
-        kept[:, start:end].copy_(tokens[:, start:end].to(kept.dtype))
+        if to_host is None:
+            kept[:, start:end].copy_(tokens[:, start:end].to(kept.dtype))
+        else:  # a chunk of its own: the next block overwrites `tokens` while the copy may still be under way
+            to_host.to_host(tokens[:, start:end].to(kept.dtype, copy=to_host.staging), kept[:, start:end])
 
 
 class Aggregator(nn.Module):
@@ -176,13 +183,16 @@ class Aggregator(nn.Module):
         per_frame = tokens.view(B * S, P, C)
         sequence = tokens.view(B, S * P, C)
         outputs: list[torch.Tensor | None] = [None] * self.depth
+        to_host = HostCopier(tokens.device) if self.kept_on_host else None
         for i, (frame_block, global_block) in enumerate(zip(self.frame_blocks, self.global_blocks)):
             run_frame_block_in_place(frame_block, per_frame, frame_rope, frames_per_chunk)
             if i in keep:
                 where = torch.device("cpu") if self.kept_on_host else tokens.device
                 outputs[i] = torch.empty(B, S, P, 2 * C, dtype=self.kept_dtype or tokens.dtype, device=where)
-                copy_in_chunks(outputs[i][..., :C], tokens, frames_per_chunk)
+                copy_in_chunks(outputs[i][..., :C], tokens, frames_per_chunk, to_host)
             global_block_in_place(global_block, sequence, frame_rope, P, frames_per_chunk)
             if i in keep:
-                copy_in_chunks(outputs[i][..., C:], tokens, frames_per_chunk)
+                copy_in_chunks(outputs[i][..., C:], tokens, frames_per_chunk, to_host)
+        if to_host is not None:
+            to_host.flush()
         return outputs

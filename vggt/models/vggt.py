@@ -249,8 +249,9 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         maps go to host memory chunk by chunk; the device then holds per frame about the residual stream and the
         global keys and values. The outputs are the same. On a CPU, host and device are one memory: nothing moves.
         The track head keeps its feature maps on the device (the tracker reads every frame). Applies to the chunked
-        inference forward (frames_chunk_size set, the default). Host memory is pageable: pinned whole-scene
-        buffers would cost up to twice their size in the caching host allocator, and the copies are per chunk."""
+        inference forward (frames_chunk_size set, the default). Host memory is pageable (pinned whole-scene buffers
+        would cost up to twice their size in the caching host allocator); each chunk crosses through pinned staging
+        buffers on a copy stream, overlapping the next chunk's compute (vggt.runtime.host_copy)."""
         self.aggregator.kept_on_host = enabled
         for head in (self.depth_head, self.point_head):
             if head is not None:
