@@ -10,7 +10,7 @@ timed step is `trainer.train_step(trainer.to_device(batch))`, bracketed by devic
 Throughput follows the published FPS definition, sequences per second: per-device sequences per
 step x world size / step time (summed over the timed steps when batch shapes vary). FLOPs are
 counted with torch.utils.flop_counter.FlopCounterMode on extra, untimed steps, one per distinct
-batch shape; MFU is the achieved FLOP rate over a peak the user gives with --peak-tflops.
+batch shape; MFU is the achieved FLOP rate over a peak the user gives with --peak-tflops, or measured (auto).
 
 Example: python benchmarks/bench_train.py --config-name synthetic device=cpu
 """
@@ -40,7 +40,9 @@ from common import (
     environment_line,
     forced_backend,
     format_gib,
+    gemm_size,
     int_at_least,
+    measured_gemm_peak_tflops,
     time_calls,
     write_json,
 )
@@ -109,6 +111,7 @@ class Row:
     attention_flops_counted: bool
     achieved_tflops: float  # per device
     peak_tflops: float | None
+    peak_source: str | None  # "given" (--peak-tflops X) or how --peak-tflops auto measured it
     mfu: float | None
     skip_flag_read_s: float | None = None  # per step: the host read of the non-finite flag (None: device-side skip)
     notes: list[str] = field(default_factory=list)
@@ -275,6 +278,13 @@ def measure(trainer: Trainer, args: argparse.Namespace) -> Row:
     achieved = sum(flops) / total_s / 1e12
     params = list(trainer.model.parameters())
     base = trainer.cfg.model.config
+    peak_tflops, peak_source = args.peak_tflops, None if args.peak_tflops is None else "given"
+    if args.peak_tflops == "auto":
+        if is_main:
+            print(f"measuring the {trainer.amp_dtype} GEMM peak of {device} ...", file=sys.stderr)
+        peak_tflops = measured_gemm_peak_tflops(device, trainer.amp_dtype)
+        n, threads = gemm_size(device), f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+        peak_source = f"measured: best of 5 {n}x{n} {str(trainer.amp_dtype).removeprefix('torch.')} GEMMs{threads}"
     notes = []
     if not attention_counted:
         notes.append("no attention op was counted: FLOPs, TFLOP/s and MFU leave attention out (lower bounds)")
@@ -307,8 +317,9 @@ def measure(trainer: Trainer, args: argparse.Namespace) -> Row:
         flops_per_step=statistics.fmean(flops),
         attention_flops_counted=attention_counted,
         achieved_tflops=achieved,
-        peak_tflops=args.peak_tflops,
-        mfu=achieved / args.peak_tflops if args.peak_tflops else None,
+        peak_tflops=peak_tflops,
+        peak_source=peak_source,
+        mfu=achieved / peak_tflops if peak_tflops else None,
         skip_flag_read_s=skip_read,
         notes=notes,
     )
@@ -336,7 +347,8 @@ def format_table(row: Row) -> str:
         ("FLOPs per step per device", f"{row.flops_per_step:.4g}"),
         ("attention FLOPs counted", "yes" if row.attention_flops_counted else "NO"),
         ("achieved TFLOP/s per device", f"{row.achieved_tflops:.4g}"),
-        ("peak TFLOP/s (--peak-tflops)", "n/a" if row.peak_tflops is None else f"{row.peak_tflops:g}"),
+        ("peak TFLOP/s (--peak-tflops)", "n/a" if row.peak_tflops is None else f"{row.peak_tflops:.4g}"),
+        ("peak from", row.peak_source or "n/a"),
         ("MFU", "n/a (give --peak-tflops)" if row.mfu is None else f"{row.mfu:.2%}"),
         (
             "non-finite skip: host flag read per step ms",
@@ -354,6 +366,11 @@ def peaks_table() -> str:
 
 
 # command line -----------------------------------------------------------------------------------
+def peak_or_auto(text: str) -> float | str:
+    """An argparse type: "auto" or a finite float > 0."""
+    return "auto" if text == "auto" else positive_float(text)
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a finite float > 0."""
     try:
@@ -392,7 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  batch shape (elementwise ops, norms and the optimizer are not counted), with the kernels\n"
             "  forced to the torch backend (SDPA) so that attention is visible to it. Recomputation under\n"
             "  activation checkpointing is counted as executed. MFU = achieved TFLOP/s per device /\n"
-            "  --peak-tflops; the peak is never guessed from the device name. Published dense peaks\n"
+            "  --peak-tflops: a number you give, or auto, which times square GEMMs in the training dtype on\n"
+            "  the device after the timed steps (on a CPU the only peak there is: AMX, AVX512-BF16 and\n"
+            "  clocks vary by host); the peak is never guessed from the device name. Published dense peaks\n"
             "  (vendor datasheet numbers, not measured; check your exact SKU, clocks and dtype):\n"
             f"{peaks_table()}\n"
             "\n"
@@ -432,9 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--peak-tflops",
-        type=positive_float,
+        type=peak_or_auto,
         default=None,
-        help="dense peak TFLOP/s of one device in the training dtype, for MFU (default: no MFU)",
+        help="dense peak TFLOP/s of one device in the training dtype, for MFU, or auto: measured by timing GEMMs "
+        "in that dtype (default: no MFU)",
     )
     parser.add_argument(
         "--run-dir",

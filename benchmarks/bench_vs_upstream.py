@@ -33,6 +33,9 @@ from pathlib import Path
 from common import aligned_table, int_at_least
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PHASE_TIMES = Path(__file__).resolve().parent / "phase_times"  # its sitecustomize times each step's phases
+PHASES = ("data", "forward", "loss", "backward", "clip", "optimizer")
+WARMUP_STEPS = 10  # as AvgStepTime: the first 10 steps are left out
 PATCH = REPO_ROOT / "VGGT_npu.patch"
 CASE = "VGGT_8p_perf"
 # prints the largest resident set among the finished descendants of this wrapper (ru_maxrss is in KiB on Linux)
@@ -52,6 +55,7 @@ class SideResult:
     sequences_trained_per_step: int
     peak_rss_gib: float | None
     logged_memory_gb: float | None
+    phase_s: dict[str, float]  # mean seconds per step of each of PHASES, over the ranks and the steps after warm-up
     summary: dict[str, str]
 
 
@@ -69,8 +73,25 @@ def last_logged_memory_gb(train_log: Path) -> float | None:
     return values[-1] if values and values[-1] > 0 else None
 
 
+def phase_split(folder: Path) -> dict[str, float]:
+    """Mean seconds per step of each phase, from the phases-*.json the training processes wrote into `folder`
+    (one list of {phase: seconds} per process), leaving out each process's first WARMUP_STEPS steps."""
+    steps = [
+        step for path in sorted(folder.glob("phases-*.json")) for step in json.loads(path.read_text())[WARMUP_STEPS:]
+    ]
+    if not steps:
+        return {}
+    return {phase: sum(step.get(phase, 0.0) for step in steps) / len(steps) for phase in PHASES}
+
+
 def run_side(side: str, workdir: Path, launcher_args: list[str], env: dict[str, str], output_root: Path) -> SideResult:
-    """Run the perf launcher from `workdir`; raise SystemExit with its log's tail when it fails."""
+    """Run the perf launcher from `workdir` with each step's phases timed; raise SystemExit with its log's tail
+    when it fails."""
+    phases_dir = output_root / "phases"
+    if phases_dir.exists():
+        shutil.rmtree(phases_dir)
+    env = {**env, "VGGT_PHASE_TIMES_DIR": str(phases_dir),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PHASE_TIMES), env.get("PYTHONPATH")]))}  # fmt: skip
     command = ["bash", "test/train_8p_vggt_perf.sh", *launcher_args, "--output-root", str(output_root)]
     print(f"{side}: {' '.join(command)} (in {workdir})", flush=True)
     run = subprocess.run([sys.executable, "-c", PEAK_RSS_WRAPPER, *command], cwd=workdir, env=env,
@@ -88,8 +109,13 @@ def run_side(side: str, workdir: Path, launcher_args: list[str], env: dict[str, 
         sequences_trained_per_step=batch * int(summary["RankSize"]) * (2 if side == "upstream" else 1),
         peak_rss_gib=peak_kib / 2**20,
         logged_memory_gb=last_logged_memory_gb(output_root / CASE / "train.log"),
+        phase_s=phase_split(phases_dir),
         summary=summary,
     )
+
+
+def ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.2f}" if denominator > 0 else "n/a"
 
 
 def prepare_upstream(upstream_dir: Path, tree: Path) -> None:
@@ -118,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int_at_least(1), default=15, help="sequences per process (default 15)")
     parser.add_argument("--max-steps", type=int_at_least(11), default=30, help="steps per side (default 30)")
     parser.add_argument("--data", default="synthetic", choices=("synthetic", "co3d"), help="default synthetic")
+    parser.add_argument("--co3d-dir", type=Path, help="--data co3d: Co3D's root (or generated scenes in its format)")
+    parser.add_argument("--anno-dir", type=Path, help="--data co3d: the annotations folder, with tv_train.jgz")
+    parser.add_argument("--dtype", choices=("bfloat16", "float32"),
+                        help="autocast dtype of both sides (default: the launchers', float32 on a CPU)")  # fmt: skip
+    parser.add_argument("--img-size", type=int_at_least(14), help="image size of both sides (default: the preset's)")
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "runs" / "bench_vs_upstream",
                         help="the patched copy and both runs' outputs (default runs/bench_vs_upstream)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results to this file")
@@ -131,6 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     prepare_upstream(args.upstream_dir.resolve(), tree)
     launcher_args = ["--device", args.device, "--nproc", str(args.nproc), "--batch-size", str(args.batch_size),
                      "--data", args.data, "--max-epochs", "1", "--max-steps", str(args.max_steps)]  # fmt: skip
+    if args.data == "co3d":  # VGGT-1B as the perf preset trains it; throughput only: the frozen aggregator is random
+        if args.co3d_dir is None or args.anno_dir is None:
+            build_parser().error("--data co3d needs --co3d-dir and --anno-dir (the same data for both sides)")
+        launcher_args += ["--co3d-dir", str(args.co3d_dir.resolve()), "--anno-dir", str(args.anno_dir.resolve()),
+                          "--random-weights"]  # fmt: skip
+    for flag, value in (("--dtype", args.dtype), ("--img-size", args.img_size)):
+        if value is not None:
+            launcher_args += [flag, str(value)]
     ours_env = dict(os.environ)
     upstream_env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     upstream_env.update(PYTHONPATH=str(tree), PYTHON=args.upstream_python)
@@ -155,8 +194,17 @@ def main(argv: list[str] | None = None) -> int:
                  f"{ours.sequences_per_s / upstream.sequences_per_s:.2f}", "", f"{trained_ratio:.2f}",
                  gib(ours.peak_rss_gib / upstream.peak_rss_gib), ""])  # fmt: skip
     header = ["trainer", "steps/s", "sequences/s", "trained/step", "trained seq/s", "peak RSS GiB", "logged Mem GB"]
-    print(f"# {args.device} x {args.nproc}, --data {args.data}, batch {args.batch_size}, {args.max_steps} steps")
+    shape = f"--data {args.data}, --dtype {args.dtype or 'default'}, --img-size {args.img_size or 'default'}"
+    print(f"# {args.device} x {args.nproc}, {shape}, batch {args.batch_size}, {args.max_steps} steps")
     print(aligned_table(header, rows))
+    if ours.phase_s and upstream.phase_s:
+        print(f"\n# seconds per trained sequence by phase: mean step after the first {WARMUP_STEPS} / trained per step")
+        per_sequence = [{phase: r.phase_s[phase] / r.sequences_trained_per_step for phase in PHASES} for r in results]
+        cells = [[r.side, *(f"{p[phase]:.4f}" for phase in PHASES), f"{sum(p.values()):.4f}"]
+                 for r, p in zip(results, per_sequence)]  # fmt: skip
+        cells.append(["upstream / ours", *(ratio(per_sequence[1][phase], per_sequence[0][phase]) for phase in PHASES),
+                      ratio(sum(per_sequence[1].values()), sum(per_sequence[0].values()))])  # fmt: skip
+        print(aligned_table(["trainer", *PHASES, "total"], cells))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
     return 0

@@ -181,6 +181,23 @@ def published_peak(device_name: str, dtype: str = "bf16") -> tuple[float, str] |
     return None
 
 
+def gemm_size(device: torch.device) -> int:
+    """The square GEMM the measured peak times: large enough to saturate the matrix units, small enough for a
+    CPU to run a few in seconds."""
+    return 2048 if device.type == "cpu" else 8192
+
+
+def measured_gemm_peak_tflops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+    """The best TFLOP/s of `repeats` square `gemm_size` matmuls in `dtype` on `device` (the CPU: with torch's
+    current thread count), after one warm-up: the denominator of a measured MFU, where no published peak
+    applies (a CPU) or to check one."""
+    n = gemm_size(device)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    seconds = time_calls(lambda: torch.mm(a, b), device, 1, repeats)
+    return 2 * n**3 / min(seconds) / 1e12
+
+
 # memory ----------------------------------------------------------------------------------------
 def _ru_maxrss_bytes() -> int | None:
     """getrusage's lifetime peak RSS in bytes; None where the resource module does not exist (Windows)."""

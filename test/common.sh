@@ -56,6 +56,9 @@ from the repository root):
   --device D          auto | npu | cuda | cpu (default auto: NPU, else CUDA, else CPU)
   --batch-size N      sequences per card and step (default 15)
   --data D            co3d | synthetic (default co3d)
+  --dtype D           bfloat16 | float32: autocast dtype (default: the preset's, bfloat16; float32 on a CPU,
+                      where bfloat16 pays only with AMX or AVX512-BF16: give it there)
+  --img-size N        image size, a multiple of 14 (default: the preset's, 518; 112 with --data synthetic)
   --co3d-dir DIR      the Co3D v2 tree, DIR/tv/<sequence>/images/... (default data/co3d)
   --anno-dir DIR      the annotations, DIR/tv_train.jgz (default data/co3d_annotations)
   --weights PATH      initial weights (model.init_weights), e.g. the official model.pt as the published runs
@@ -69,7 +72,8 @@ from the repository root):
 --data synthetic trains the tiny VGGT from scratch on generated scenes at 112 px (lr 1e-3, nothing frozen,
 no augmentation), so the launcher runs anywhere, e.g. on a CPU in a few minutes:
   test/train_8p_vggt_${case}.sh --device cpu --nproc 2 --data synthetic --max-epochs 1 --max-steps 110
-On a CPU autocast is off (float32) and the training processes load their own data (no workers).
+On a CPU autocast is off (float32, unless --dtype bfloat16) and the training processes load their own data
+(no workers).
 
 Two nodes (static rendezvous, as the Ascend model zoo's multi-node scripts; checkpoints and TensorBoard are
 written by global rank 0, on node 0):
@@ -196,7 +200,12 @@ vggt_upstream_train_args() {
     [[ -n "${epochs}" ]] || epochs="$([[ "${case}" == full ]] && echo 7 || echo 1)" # the published perf / full runs
     upstream_overrides+=("max_epochs=${epochs}")
     [[ -z "${max_steps}" ]] || upstream_overrides+=("limit_train_batches=${max_steps}")
-    [[ "${device_type}" != cpu ]] || upstream_overrides+=(optim.amp.enabled=false num_workers=0)
+    [[ "${device_type}" != cpu ]] || upstream_overrides+=(num_workers=0)
+    case "${dtype}" in
+        float32) upstream_overrides+=(optim.amp.enabled=false) ;;
+        bfloat16) upstream_overrides+=(optim.amp.enabled=true optim.amp.amp_dtype=bfloat16) ;;
+    esac
+    [[ -z "${img_size}" ]] || upstream_overrides+=("img_size=${img_size}")
     train_args=(launch.py --config "${upstream_config}" "${upstream_overrides[@]}")
 }
 
@@ -209,7 +218,7 @@ vggt_launch() {
     local nnodes=1 node_rank=0 master_addr=127.0.0.1 master_port=29500
     local co3d_dir="${VGGT_REPO_ROOT}/data/co3d" anno_dir="${VGGT_REPO_ROOT}/data/co3d_annotations"
     local scenes_dir="${VGGT_REPO_ROOT}/runs/launcher_scenes" output_root="${VGGT_REPO_ROOT}/test/output" flag value
-    local eval_anno_dir="" evaluate=0
+    local eval_anno_dir="" evaluate=0 dtype="" img_size=""
     [[ "${case}" != full ]] || vggt_upstream_layout || evaluate=1 # accuracy needs vggt-npu's evaluation
     ! vggt_upstream_layout || co3d_dir="${VGGT_REPO_ROOT}/co3D/co3D" anno_dir="${VGGT_REPO_ROOT}/co3D/co3D_annotations"
     while (($#)); do
@@ -244,6 +253,8 @@ vggt_launch() {
             --anno-dir) anno_dir="${value}" ;;
             --weights) weights="${value}" ;;
             --random-weights) random_weights=1 ;;
+            --dtype) dtype="${value}" ;;
+            --img-size) img_size="${value}" ;;
             --scenes-dir) scenes_dir="${value}" ;;
             --output-root) output_root="${value}" ;;
             --eval-anno-dir) eval_anno_dir="${value}" ;;
@@ -260,6 +271,9 @@ vggt_launch() {
     vggt_check_positive_int --max-steps "${max_steps}"
     vggt_check_positive_int --nproc "${nproc}"
     vggt_check_positive_int --batch-size "${batch_size}"
+    [[ -z "${dtype}" || "${dtype}" =~ ^(bfloat16|float32)$ ]] || vggt_fail 2 "--dtype is bfloat16 or float32, got '${dtype}'"
+    [[ -z "${img_size}" || ("${img_size}" =~ ^[1-9][0-9]*$ && $((img_size % 14)) -eq 0) ]] ||
+        vggt_fail 2 "--img-size wants a positive multiple of the patch size 14 (e.g. 224, 518), got '${img_size}'"
     vggt_check_positive_int --nnodes "${nnodes}"
     [[ "${node_rank}" =~ ^[0-9]+$ ]] && ((node_rank < nnodes)) ||
         vggt_fail 2 "--node-rank is 0..$((nnodes - 1)) for --nnodes ${nnodes}, got '${node_rank}'"
@@ -348,8 +362,11 @@ print(device.type, accelerator_count(device.type), device_name(device))
     [[ -z "${max_epochs}" ]] || overrides+=("max_epochs=${max_epochs}")
     [[ -z "${max_steps}" ]] || overrides+=("limit_train_batches=${max_steps}")
     if [[ "${device_type}" == cpu ]]; then
-        overrides+=(optim.amp_dtype=float32 data.num_workers=0)
+        dtype="${dtype:-float32}"
+        overrides+=(data.num_workers=0)
     fi
+    [[ -z "${dtype}" ]] || overrides+=("optim.amp_dtype=${dtype}")
+    [[ -z "${img_size}" ]] || overrides+=("data.img_size=${img_size}")
 
     local rendezvous=()
     mapfile -t rendezvous < <(vggt_rendezvous_args "${nnodes}" "${node_rank}" "${master_addr}" "${master_port}")

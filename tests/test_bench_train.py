@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -83,3 +84,26 @@ def test_bad_override_is_a_usage_error(bench: ModuleType, capsys: pytest.Capture
         bench.main(["--config-name", "synthetic", "data.no_such_key=1"])
     assert exit_info.value.code == 2
     assert "cannot compose --config-name synthetic" in capsys.readouterr().err
+
+
+def test_peak_tflops_auto_measures_a_gemm_peak_and_divides_by_it(bench: ModuleType, tmp_path: Path) -> None:
+    args = ["--config-name", "synthetic", *small_overrides(tmp_path / "scenes"), "--warmup", "0", "--steps", "1"]
+    row = bench.main([*args, "--peak-tflops", "auto"])
+    assert row.peak_source.startswith("measured: best of 5 2048x2048 float32 GEMMs")
+    assert row.peak_tflops > 0 and row.mfu == pytest.approx(row.achieved_tflops / row.peak_tflops)
+
+
+def test_measured_gemm_peak_is_the_fastest_gemm_rate(bench: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    common = sys.modules["common"]
+    monkeypatch.setattr(common, "time_calls", lambda call, device, warmup, repeats: [4.0, 2.0, 8.0][:repeats])
+    peak = common.measured_gemm_peak_tflops(torch.device("cpu"), torch.bfloat16, repeats=3)
+    assert peak == pytest.approx(2 * 2048**3 / 2.0 / 1e12)  # 2 n^3 FLOPs of the quickest of the three
+
+
+def test_peak_tflops_takes_a_number_or_auto(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.peak_or_auto("auto") == "auto" and bench.peak_or_auto("312.5") == 312.5
+    with pytest.raises(SystemExit):
+        bench.main(["--config-name", "synthetic", "--peak-tflops", "fast"])
+    assert "'fast' is not a number" in capsys.readouterr().err

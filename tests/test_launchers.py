@@ -172,6 +172,8 @@ def test_help_explains_the_options_and_the_summary():
         "--master-addr HOST",
         "--master-port PORT",
         "--random-weights",
+        "--dtype D",
+        "--img-size N",
     ):
         assert text in result.stdout, text
 
@@ -185,6 +187,8 @@ def test_bad_option_values_name_the_option():
         (["--nnodes", "0"], "--nnodes wants an integer >= 1, got '0'"),
         (["--nnodes", "2", "--node-rank", "2"], "--node-rank is 0..1 for --nnodes 2, got '2'"),
         (["--master-port", "70000"], "--master-port wants a TCP port 1..65535, got '70000'"),
+        (["--dtype", "float16"], "--dtype is bfloat16 or float32, got 'float16'"),
+        (["--img-size", "100"], "--img-size wants a positive multiple of the patch size 14 (e.g. 224, 518), got '100'"),
     ]:
         result = run_tool(PERF.name, *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
@@ -316,6 +320,16 @@ def test_launcher_runs_on_the_cpu_and_writes_the_log_and_the_summary(launcher_ru
         assert "Loss/train_loss_reg_depth: " in last and f"({summary['Loss']})" in last
         assert f"({summary['LossObjective']})" in last
     assert (out / "run" / "ckpts" / "checkpoint.pt").is_file()
+    assert "autocast dtype float32 (optim.amp_dtype float32)" in (out / "train.log").read_text()  # the CPU's default
+
+
+@pytest.mark.slow
+def test_dtype_bfloat16_trains_under_bf16_autocast_on_the_cpu(tmp_path):
+    result = run_tool(PERF.name, *SMALL_RUN, "--batch-size", "2", "--output-root", tmp_path,
+                      "--scenes-dir", tmp_path / "scenes", "--dtype", "bfloat16")  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (tmp_path / "VGGT_8p_perf" / "train.log").read_text()
+    assert "autocast dtype bfloat16 (optim.amp_dtype bfloat16)" in log and "Train Epoch: [0][12/12]" in log
 
 
 # compare_runs ----------------------------------------------------------------------------------------

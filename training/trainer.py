@@ -141,6 +141,8 @@ class Trainer:
         LOGGER.info(f"gradient clipping: rule {cfg.optim.clip_rule}, groups {[g[0] for g in self.clipper.groups]}")
         self.amp_dtype = runtime.parse_dtype(cfg.optim.amp_dtype, self.device)
         self.scaler = runtime.grad_scaler(self.device, self.amp_dtype)
+        amp = str(self.amp_dtype).removeprefix("torch.")
+        LOGGER.info(f"autocast dtype {amp} (optim.amp_dtype {cfg.optim.amp_dtype})")
 
         if not self.dist.is_main:
             distributed.barrier()  # rank 0 prepares shared files (generated scenes) first
