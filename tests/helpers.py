@@ -106,6 +106,10 @@ def benchmark_script(name: str) -> Iterator[ModuleType]:
             sys.modules.pop(module, None)
 
 
+TORCH_HAS_CPU_FUSED_ADAMW = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 4)
+CPU_ADAMW = "torch.optim.adamw.AdamW (fused)" if TORCH_HAS_CPU_FUSED_ADAMW else "torch.optim.adamw.AdamW"  # its name
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now (for a rendezvous or a server a test starts)."""
     with socket.socket() as probe:

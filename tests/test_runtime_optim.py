@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from tests.helpers import TORCH_HAS_CPU_FUSED_ADAMW
 from vggt import runtime
 from vggt.runtime import optim
 
@@ -71,3 +72,21 @@ def test_fused_npu_optimizer_refuses_a_parameter_without_gradient_at_its_first_s
     optimizer.step()
     unused.grad = None  # after the first step the check is gone (no per-step host work)
     optimizer.step()
+
+
+def test_cpu_gets_fused_adamw_where_torch_has_it_with_the_same_update():
+    chosen = runtime.adamw(params(), CPU, **KWARGS)
+    assert type(chosen) is torch.optim.AdamW and bool(chosen.defaults.get("fused")) is TORCH_HAS_CPU_FUSED_ADAMW
+    torch.manual_seed(0)
+    start = [torch.randn(64, 32), torch.randn(32)]
+    updated = []
+    for fused in (bool(chosen.defaults.get("fused")), None):  # the chosen one, then torch's for-loop AdamW
+        weights = [torch.nn.Parameter(w.clone()) for w in start]
+        optimizer = torch.optim.AdamW(weights, fused=fused, **KWARGS)
+        for step in range(3):
+            for w in weights:
+                w.grad = torch.sin(w.detach() * (step + 1))
+            optimizer.step()
+        updated.append([w.detach() for w in weights])
+    for chosen_weight, loop_weight in zip(*updated):
+        torch.testing.assert_close(chosen_weight, loop_weight, rtol=1e-6, atol=1e-7)

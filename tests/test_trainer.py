@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import MissingMandatoryValue
 
+from tests.helpers import TORCH_HAS_CPU_FUSED_ADAMW
 from tests.training_helpers import CONFIG_DIR, LINE, compose_config, launch, parse_log, small_overrides
 from training.config_check import config_problems
 from training.trainer import Trainer, model_from_training_config, split_batch
@@ -98,18 +99,9 @@ def test_an_unknown_clip_rule_is_rejected_with_the_choices():
         GradientClipper(model, [{"modules": ["aggregator", "camera", "depth"]}], rule="first_match")
 
 
-def _has_cpu_fused_adamw() -> bool:
-    """torch >= 2.4 has a fused AdamW for CPU tensors; older releases refuse fused=True there."""
-    try:
-        torch.optim.AdamW([torch.nn.Parameter(torch.ones(1))], fused=True)
-    except RuntimeError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("fused", [True, False])
 def test_a_non_finite_gradient_skips_the_optimizer_step(fused):
-    if fused and not _has_cpu_fused_adamw():
+    if fused and not TORCH_HAS_CPU_FUSED_ADAMW:
         pytest.skip(f"torch {torch.__version__} has no fused AdamW for CPU tensors (torch >= 2.4 has)")
     param = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.AdamW([param], lr=0.1, fused=fused)
