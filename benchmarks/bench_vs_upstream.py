@@ -74,10 +74,12 @@ def last_logged_memory_gb(train_log: Path) -> float | None:
 
 
 def phase_split(folder: Path) -> dict[str, float]:
-    """Mean seconds per step of each phase, from the phases-*.json the training processes wrote into `folder`
-    (one list of {phase: seconds} per process), leaving out each process's first WARMUP_STEPS steps."""
+    """Mean seconds per step of each phase, from the phases-*.jsonl the training processes wrote into `folder`
+    (one {phase: seconds} line per step and process), leaving out each process's first WARMUP_STEPS steps."""
     steps = [
-        step for path in sorted(folder.glob("phases-*.json")) for step in json.loads(path.read_text())[WARMUP_STEPS:]
+        json.loads(line)
+        for path in sorted(folder.glob("phases-*.jsonl"))
+        for line in path.read_text().splitlines()[WARMUP_STEPS:]
     ]
     if not steps:
         return {}

@@ -47,7 +47,8 @@ RankSize counts the processes of all nodes, so ActualFPS is the global batch's.
 Options (--name VALUE or --name=VALUE; relative paths are taken from the current directory, defaults
 from the repository root):
   --max-epochs N      epochs (also --MAX-EPOCHS; default ${epochs}, the ${case} preset's)
-  --max-steps N       steps per epoch, limit_train_batches (default 800, the preset's)
+  --max-steps N       steps per epoch, limit_train_batches (default 800, the preset's; upstream's trainer
+                      then validates as many batches, limit_val_batches, instead of its 400)
   --nproc N           processes on this node, one per card (default: every visible NPU or GPU; 1 on a CPU)
   --nnodes N          nodes of the job (default 1); run the launcher once on every node, same options
   --node-rank R       this node's rank, 0..N-1 (default 0); node 0 hosts the rendezvous and writes the summary
@@ -199,7 +200,8 @@ vggt_upstream_train_args() {
     local epochs="${max_epochs}"
     [[ -n "${epochs}" ]] || epochs="$([[ "${case}" == full ]] && echo 7 || echo 1)" # the published perf / full runs
     upstream_overrides+=("max_epochs=${epochs}")
-    [[ -z "${max_steps}" ]] || upstream_overrides+=("limit_train_batches=${max_steps}")
+    # upstream validates up to 400 batches after training: as many as it trained, for runs cut short
+    [[ -z "${max_steps}" ]] || upstream_overrides+=("limit_train_batches=${max_steps}" "limit_val_batches=${max_steps}")
     [[ "${device_type}" != cpu ]] || upstream_overrides+=(num_workers=0)
     case "${dtype}" in
         float32) upstream_overrides+=(optim.amp.enabled=false) ;;

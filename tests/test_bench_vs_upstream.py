@@ -53,7 +53,8 @@ def load_phase_times() -> ModuleType:
 def test_phase_clock_splits_steps_into_phases_and_the_gaps_between_them() -> None:
     times = iter([0.0, 1.0, 1.5, 3.5, 4.0, 4.25, 5.0, 6.0, 6.25, 8.25, 8.5, 9.0])
     synced = []
-    clock = load_phase_times().PhaseClock(synced.append, now=lambda: next(times))
+    recorded = []
+    clock = load_phase_times().PhaseClock(synced.append, now=lambda: next(times), on_step=recorded.append)
     for device in ("cpu", "cpu"):  # two steps: forward, loss, backward, clip, optimizer, then the next batch
         clock.begin("forward", device)
         clock.end("forward", device)
@@ -63,14 +64,14 @@ def test_phase_clock_splits_steps_into_phases_and_the_gaps_between_them() -> Non
         clock.end("optimizer", device)
     first = {"forward": 1.0, "loss": 0.5, "backward": 2.0, "clip": 0.5, "optimizer": 0.25}
     second = {"data": 0.75, "forward": 1.0, "loss": 0.25, "backward": 2.0, "clip": 0.25, "optimizer": 0.5}
-    assert clock.steps == [first, second]  # the first step has no data gap: nothing ran before it
+    assert clock.steps == recorded == [first, second]  # the first step has no data gap: nothing ran before it
     assert len(synced) == 12  # every boundary synchronises the device first
 
 
 def test_phase_split_averages_steps_after_the_warm_up_over_processes(bench: ModuleType, tmp_path: Path) -> None:
     warm = [{"forward": 100.0}] * bench.WARMUP_STEPS
-    (tmp_path / "phases-1.json").write_text(json.dumps([*warm, {"forward": 1.0, "data": 0.5}]))
-    (tmp_path / "phases-2.json").write_text(json.dumps([*warm, {"forward": 3.0, "optimizer": 1.0}]))
+    for pid, last in ((1, {"forward": 1.0, "data": 0.5}), (2, {"forward": 3.0, "optimizer": 1.0})):
+        (tmp_path / f"phases-{pid}.jsonl").write_text("".join(json.dumps(step) + "\n" for step in [*warm, last]))
     split = bench.phase_split(tmp_path)
     assert split == {"data": 0.25, "forward": 2.0, "loss": 0.0, "backward": 0.0, "clip": 0.0, "optimizer": 0.5}
     assert bench.phase_split(tmp_path / "missing") == {}

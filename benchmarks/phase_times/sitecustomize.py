@@ -8,12 +8,12 @@ The hooks see both trainers alike, without editing either:
 - the gaps between them: loss (forward -> backward), clip (backward -> optimizer: unscale, clipping) and data
   (optimizer -> next forward: the next batch, its move to the device, logging).
 Each boundary synchronises the tensors' device first (vggt.runtime.synchronize; the patched upstream tree carries
-vggt/runtime too). At exit each process writes DIR/phases-<pid>.json: one {phase: seconds} per optimizer step.
+vggt/runtime too). Each process appends one JSON line {phase: seconds} per optimizer step to DIR/phases-<pid>.jsonl
+as the step ends, so a run stopped early keeps its steps.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import time
@@ -26,8 +26,8 @@ GAP_AFTER = {"forward": "loss", "backward": "clip", "optimizer": "data"}  # what
 class PhaseClock:
     """Accumulates each step's phases and the gaps between them; a step ends with an optimizer step."""
 
-    def __init__(self, synchronize, now=time.perf_counter):
-        self.synchronize, self.now = synchronize, now
+    def __init__(self, synchronize, now=time.perf_counter, on_step=lambda step: None):
+        self.synchronize, self.now, self.on_step = synchronize, now, on_step
         self.steps: list[dict[str, float]] = []
         self.current: dict[str, float] = {}
         self.last_phase: str | None = None
@@ -49,6 +49,7 @@ class PhaseClock:
         self.last_phase = phase
         if phase == "optimizer":
             self.steps.append(self.current)
+            self.on_step(self.current)
             self.current = {}
 
 
@@ -82,7 +83,14 @@ def install(out_dir: Path) -> PhaseClock:
         if device is not None:
             synchronize(device)
 
-    clock = PhaseClock(sync)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = out_dir / f"phases-{os.getpid()}.jsonl"
+
+    def append(step: dict[str, float]) -> None:
+        with record.open("a") as lines:
+            lines.write(json.dumps(step) + "\n")
+
+    clock = PhaseClock(sync, on_step=append)
 
     def forward_pre(module, args):
         if type(module).__name__ == "VGGT":
@@ -114,12 +122,6 @@ def install(out_dir: Path) -> PhaseClock:
     register_optimizer_step_pre_hook(lambda opt, args, kwargs: clock.begin("optimizer", optimizer_device(opt)))
     register_optimizer_step_post_hook(lambda opt, args, kwargs: clock.end("optimizer", optimizer_device(opt)))
 
-    def write() -> None:
-        if clock.steps:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / f"phases-{os.getpid()}.json").write_text(json.dumps(clock.steps))
-
-    atexit.register(write)
     return clock
 
 
