@@ -33,7 +33,7 @@ def add_position_embedding(x: torch.Tensor, image_width: int, image_height: int)
     _, C, h, w = x.shape
     grid = uv_grid(w, h, image_width / image_height, x.device)
     embed = grid_sincos_embed(grid, C, POS_EMBED_BASE).permute(2, 0, 1)[None]
-    return x.add_((POS_EMBED_RATIO * embed).to(x.dtype))  # x is a fresh conv or resize output: no copy
+    return x + (POS_EMBED_RATIO * embed).to(x.dtype)
 
 
 class ResidualConvUnit(nn.Module):
@@ -43,11 +43,9 @@ class ResidualConvUnit(nn.Module):
         self.conv2 = nn.Conv2d(features, features, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [N, F, h, w], overwritten (callers pass a fresh map) -> [N, F, h, w]; in place where autograd allows,
-        since fresh full-resolution buffers cost page faults on a CPU."""
+        x = F.relu(x)
         # reference quirk: its in-place ReLU makes the skip add relu(x), not x; the weights expect it
-        x = F.relu(x, inplace=True)
-        return self.conv2(F.relu(self.conv1(x), inplace=True)).add_(x)
+        return self.conv2(F.relu(self.conv1(x))) + x
 
 
 class FeatureFusionBlock(nn.Module):
@@ -61,7 +59,7 @@ class FeatureFusionBlock(nn.Module):
         self, x: torch.Tensor, skip: torch.Tensor | None = None, size: Sequence[int] | None = None
     ) -> torch.Tensor:
         if self.resConfUnit1 is not None:
-            x = self.resConfUnit1(skip).add_(x)
+            x = x + self.resConfUnit1(skip)
         return self.out_conv(upsample(self.resConfUnit2(x), size))
 
 
@@ -113,7 +111,7 @@ class DPTHead(nn.Module):
             hidden = 32
             self.scratch.output_conv1 = nn.Conv2d(features, features // 2, 3, padding=1)
             self.scratch.output_conv2 = nn.Sequential(
-                nn.Conv2d(features // 2, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, output_dim, 1)
+                nn.Conv2d(features // 2, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, output_dim, 1)
             )
 
     def forward(
