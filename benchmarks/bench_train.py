@@ -40,7 +40,6 @@ from common import (
     environment_line,
     forced_backend,
     format_gib,
-    gemm_size,
     int_at_least,
     measured_gemm_peak_tflops,
     time_calls,
@@ -282,9 +281,7 @@ def measure(trainer: Trainer, args: argparse.Namespace) -> Row:
     if args.peak_tflops == "auto":
         if is_main:
             print(f"measuring the {trainer.amp_dtype} GEMM peak of {device} ...", file=sys.stderr)
-        peak_tflops = measured_gemm_peak_tflops(device, trainer.amp_dtype)
-        n, threads = gemm_size(device), f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-        peak_source = f"measured: best of 5 {n}x{n} {str(trainer.amp_dtype).removeprefix('torch.')} GEMMs{threads}"
+        peak_tflops, peak_source = measured_gemm_peak_tflops(device, trainer.amp_dtype)
     notes = []
     if not attention_counted:
         notes.append("no attention op was counted: FLOPs, TFLOP/s and MFU leave attention out (lower bounds)")

@@ -187,15 +187,17 @@ def gemm_size(device: torch.device) -> int:
     return 2048 if device.type == "cpu" else 8192
 
 
-def measured_gemm_peak_tflops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+def measured_gemm_peak_tflops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> tuple[float, str]:
     """The best TFLOP/s of `repeats` square `gemm_size` matmuls in `dtype` on `device` (the CPU: with torch's
     current thread count), after one warm-up: the denominator of a measured MFU, where no published peak
-    applies (a CPU) or to check one."""
+    applies (a CPU) or to check one. Also returns how it was measured, for the report."""
     n = gemm_size(device)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     seconds = time_calls(lambda: torch.mm(a, b), device, 1, repeats)
-    return 2 * n**3 / min(seconds) / 1e12
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    how = f"measured: best of {repeats} {n}x{n} {str(dtype).removeprefix('torch.')} GEMMs{threads}"
+    return 2 * n**3 / min(seconds) / 1e12, how
 
 
 # memory ----------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ autocast off, as upstream runs them on a GPU; upstream's own off switch is CUDA-
 --heads-autocast). Timed runs keep glibc's default allocator (their memory columns are then less exact: freed
 blocks may stay in the process). With --upstream-python, --rounds R repeats ours and upstream's back to back R
 times, and the last line gives each side's median and minimum seconds per part and upstream's median over ours.
+--profile-ops N adds, from one more untimed run under torch.profiler, each part's N ops of most self CPU time.
 Ours runs as `vggt predict` does: under bf16 / fp16 the aggregator's matmul weights are held in that dtype.
 
 Examples:
@@ -123,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --time-parts: the heads run under the autocast too (default: autocast off, as on a GPU)",
     )
     parser.add_argument(
+        "--profile-ops",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --time-parts: after the timed runs, one more (untimed) under torch.profiler adds each part's N "
+        "ops of most self CPU time to the row, and the last line gives the last round's (default: 0, no profile)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -155,8 +164,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--time-parts must be >= 0 and --rounds >= 1, got {args.time_parts} and {args.rounds}")
     if args.time_parts and (args.nproc != 1 or args.query_points):
         parser.error("--time-parts times one process without tracking: leave out --nproc and --query-points")
-    if args.heads_autocast and not args.time_parts:
-        parser.error("--heads-autocast applies to --time-parts")
+    if (args.heads_autocast or args.profile_ops) and not args.time_parts:
+        parser.error("--heads-autocast and --profile-ops apply to --time-parts")
+    if args.profile_ops < 0:
+        parser.error(f"--profile-ops must be >= 0, got {args.profile_ops}")
     if args.upstream_python and args.upstream_dir is None:
         parser.error("--upstream-python needs --upstream-dir, the checkout whose model it runs")
     if args.upstream_dir is not None:
@@ -209,25 +220,52 @@ def fill_synthetic(model: torch.nn.Module, synthetic_tensor: Callable) -> None:
 def timed_parts(args: argparse.Namespace, model: torch.nn.Module, images: torch.Tensor, chunk: int | None) -> dict:
     """Seconds of the aggregator and of the camera + depth + point heads, each of args.time_parts runs after a
     warm-up, inside measured_row's no_grad and autocast. Both models take these calls (ours with `chunk`:
-    upstream's aggregator has no chunking)."""
+    upstream's aggregator has no chunking). With args.profile_ops, one more untimed run under torch.profiler
+    adds each part's ops of most self CPU time."""
     import torch
 
     heads_precision = nullcontext() if args.heads_autocast else torch.autocast("cpu", enabled=False)
     aggregator_args = {} if chunk is None else {"frames_chunk_size": chunk}
-    seconds = {"aggregator_s": [], "heads_s": []}
-    for run in range(args.time_parts + 1):
-        begin = time.perf_counter()
-        tokens, patch_start_idx = model.aggregator(images, **aggregator_args)
-        middle = time.perf_counter()
+
+    def aggregator() -> tuple[list, int]:
+        return model.aggregator(images, **aggregator_args)
+
+    def heads(tokens: list, patch_start_idx: int) -> None:
         with heads_precision:
             model.camera_head(tokens)
             model.depth_head(tokens, images, patch_start_idx, UPSTREAM_CHUNK)
             model.point_head(tokens, images, patch_start_idx, UPSTREAM_CHUNK)
+
+    seconds = {"aggregator_s": [], "heads_s": []}
+    for run in range(args.time_parts + 1):
+        begin = time.perf_counter()
+        tokens, patch_start_idx = aggregator()
+        middle = time.perf_counter()
+        heads(tokens, patch_start_idx)
         end = time.perf_counter()
         if run:  # run 0 warms up (kernel selection, allocator)
             seconds["aggregator_s"].append(round(middle - begin, 3))
             seconds["heads_s"].append(round(end - middle, 3))
-    return seconds
+    if not args.profile_ops:
+        return seconds
+    with op_profile(args.profile_ops) as aggregator_ops:
+        tokens, patch_start_idx = aggregator()
+    with op_profile(args.profile_ops) as heads_ops:
+        heads(tokens, patch_start_idx)
+    return {**seconds, "aggregator_ops": aggregator_ops, "heads_ops": heads_ops}
+
+
+@contextmanager
+def op_profile(count: int) -> Iterator[list]:
+    """Record the block with torch.profiler; the yielded list then holds its `count` ops of most self CPU time,
+    as [op name, calls, self seconds] (the profiler's own overhead included)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ops = []
+    with profile(activities=[ProfilerActivity.CPU]) as recorded:
+        yield ops
+    events = sorted(recorded.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:count]
+    ops.extend([e.key, e.count, round(e.self_cpu_time_total / 1e6, 3)] for e in events)
 
 
 def measured_row(args: argparse.Namespace, side: str, forward: Callable[[], object], rss: Callable, **fields) -> dict:
@@ -360,6 +398,7 @@ def one_run_command(args: argparse.Namespace, frames: int, upstream: bool) -> li
     command += ["--query-points", str(args.query_points)] if args.query_points else []
     command += ["--time-parts", str(args.time_parts)] if args.time_parts else []
     command += ["--heads-autocast"] if args.heads_autocast else []
+    command += ["--profile-ops", str(args.profile_ops)] if args.profile_ops else []
     return command + (["--upstream-dir", str(args.upstream_dir.resolve())] if upstream else [])
 
 
@@ -391,6 +430,9 @@ def compare(args: argparse.Namespace) -> dict:
             summary["upstream_over_ours"] = {
                 part: round(medians["upstream"][part] / medians["ours"][part], 3) for part in PARTS
             }
+    if args.profile_ops:
+        parts_ops = ("aggregator_ops", "heads_ops")
+        summary["ops"] = {side: {part: rows[side][-1][part] for part in parts_ops} for side in rows if rows[side]}
     print(json.dumps(summary))
     return summary
 

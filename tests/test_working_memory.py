@@ -74,6 +74,8 @@ def test_each_run_is_one_count_in_its_own_interpreter(probe: ModuleType, upstrea
 def test_part_timing_options_are_checked_and_passed_to_every_run(probe: ModuleType, upstream_tree: Path) -> None:
     for refused in (
         ["--heads-autocast"],
+        ["--profile-ops", "5"],
+        ["--time-parts", "1", "--profile-ops", "-1"],
         ["--time-parts", "2", "--nproc", "2"],
         ["--time-parts", "-1"],
         ["--rounds", "0"],
@@ -86,6 +88,8 @@ def test_part_timing_options_are_checked_and_passed_to_every_run(probe: ModuleTy
         "--time-parts",
         "3",
         "--heads-autocast",
+        "--profile-ops",
+        "4",
         "--rounds",
         "2",
         "--upstream-dir",
@@ -93,6 +97,7 @@ def test_part_timing_options_are_checked_and_passed_to_every_run(probe: ModuleTy
     ]
     command = probe.one_run_command(probe.parse_args([*argv, "--upstream-python", "py"]), 8, True)
     assert command[command.index("--time-parts") + 1] == "3" and "--heads-autocast" in command
+    assert command[command.index("--profile-ops") + 1] == "4"
     assert "--rounds" not in command  # rounds are the parent's: each process is one run
 
 
@@ -104,17 +109,22 @@ def test_part_statistics_are_median_and_minimum_over_every_timed_run(probe: Modu
     assert stats["total_s"] == {"median": 2.5, "min": 2.0, "runs": 3}  # per run: 4.0, 2.0, 2.5
 
 
-def test_timed_parts_run_writes_each_part_per_run(tmp_path: Path) -> None:
+def test_timed_parts_run_writes_each_part_per_run_and_its_profile(tmp_path: Path) -> None:
     argv = ["--config", "tiny", "--frames", "2", "--height", "28", "--width", "28", "--dtype", "bfloat16"]
+    argv += ["--time-parts", "2", "--rounds", "2", "--profile-ops", "3"]
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "working_memory.py"), *argv, "--time-parts", "2", "--rounds", "2"],
+        [sys.executable, str(BENCHMARKS / "working_memory.py"), *argv],
         capture_output=True, text=True, timeout=300, cwd=REPO,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     rows, summary = lines[:-1], lines[-1]
     assert len(rows) == 2 and all(len(row["aggregator_s"]) == len(row["heads_s"]) == 2 for row in rows)
-    assert summary["seconds"]["ours"]["total_s"]["runs"] == 4
+    assert summary["seconds"]["ours"]["total_s"]["runs"] == 4  # the profiled run is not timed
+    for part in ("aggregator_ops", "heads_ops"):
+        ops = summary["ops"]["ours"][part]
+        assert len(ops) == 3 and all(name.startswith("aten::") and calls >= 1 for name, calls, _ in ops)
+        assert [op[2] for op in ops] == sorted((op[2] for op in ops), reverse=True)  # most self time first
 
 
 def test_recipe_and_procfs_load_by_path_without_this_package() -> None:
