@@ -319,6 +319,8 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
     if args.dtype != "float32":  # as vggt predict loads it: straight into bf16, never the float32 model whole
         model.hold_in_compute_dtype(getattr(torch, args.dtype))
     fill_synthetic(model, synthetic_tensor)
+    model.heads_under_autocast = args.heads_autocast
+    model.lay_out_for_cpu_inference()  # as vggt predict runs it on a CPU
     images = synthetic_images(args)
     start, end = shard_frames(images.shape[1], world_size)[rank]
     images = images[:, start:end].clone()  # this process holds only its frames

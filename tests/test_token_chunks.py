@@ -28,7 +28,7 @@ def test_frame_spans_cover_every_frame_once() -> None:
     assert frame_spans(4, 8) == [(0, 4)]
 
 
-@pytest.mark.parametrize("frames_per_chunk", [1, 2, 3])
+@pytest.mark.parametrize("frames_per_chunk", [1, 2, 3, 5, 8])  # 5, 8: one chunk, the plain block in place
 def test_chunked_aggregator_equals_unchunked(tiny_model, images, frames_per_chunk) -> None:
     before = images.clone()
     with torch.no_grad():

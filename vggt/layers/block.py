@@ -30,7 +30,7 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), bias=bias)
         self.ls2 = LayerScale(dim, init_values)
 
-    def forward(self, x: torch.Tensor, rope: RopeTables | None = None) -> torch.Tensor:
-        """x: [B, N, C] -> [B, N, C]."""
+    def forward(self, x: torch.Tensor, rope: RopeTables | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, N, C] -> [B, N, C], written into `out` when given (no autograd; it may be x: x is read first)."""
         x = x + self.ls1(self.attn(self.norm1(x), rope))
-        return x + self.ls2(self.mlp(self.norm2(x)))
+        return torch.add(x, self.ls2(self.mlp(self.norm2(x))), out=out)

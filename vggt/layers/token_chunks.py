@@ -35,7 +35,7 @@ def frame_spans(frames: int, frames_per_chunk: int) -> list[tuple[int, int]]:
 def run_frame_block_in_place(block: Block, x: torch.Tensor, rope: RopeTables, frames_per_chunk: int) -> None:
     """x: [F, P, C] (one sequence per frame) <- block(x), `frames_per_chunk` frames at a time."""
     for start, end in frame_spans(x.shape[0], frames_per_chunk):
-        x[start:end] = block(x[start:end], rope)
+        block(x[start:end], rope, out=x[start:end])
 
 
 def chunk_rope(frame_rope: RopeTables, frames: int, cache: dict[int, RopeTables]) -> RopeTables:
@@ -86,13 +86,17 @@ def finish_global_block_in_place(
     for start, end in frame_spans(x.shape[1] // tokens_per_frame, frames_per_chunk):
         tokens = slice(start * tokens_per_frame, end * tokens_per_frame)
         h = x[:, tokens] + block.ls1(block.attn.output(attended(tokens, end - start)))
-        x[:, tokens] = h + block.ls2(block.mlp(block.norm2(h)))
+        torch.add(h, block.ls2(block.mlp(block.norm2(h))), out=x[:, tokens])
 
 
 def run_global_block_in_place(
     block: Block, x: torch.Tensor, frame_rope: RopeTables, tokens_per_frame: int, frames_per_chunk: int
 ) -> None:
     """x: [B, S * P, C] <- block(x) with global attention, `frames_per_chunk` frames of token-wise work at a time."""
+    frames = x.shape[1] // tokens_per_frame
+    if frames <= frames_per_chunk:  # one chunk: the plain block (fused qkv projection, one norm1)
+        block(x, frame_rope.repeat(frames), out=x)
+        return
     keys, values = project_global(block, x, frame_rope, tokens_per_frame, frames_per_chunk)
     ropes: dict[int, RopeTables] = {}
 

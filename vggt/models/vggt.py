@@ -16,6 +16,7 @@ from vggt.heads.dpt_head import DPTHead
 from vggt.heads.track_head import TrackHead
 from vggt.models.aggregator import Aggregator
 from vggt.runtime import autocast_disabled
+from vggt.runtime.cpu_layout import lay_out_linears_for_few_rows
 from vggt.weights import load_pretrained, save_model
 
 INFERENCE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}
@@ -269,6 +270,14 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
                 layer.to(dtype)
         # bf16 has float32's range; float16 kept layers could overflow (and no bound covers them): kept as computed
         self.aggregator.kept_dtype = dtype if dtype == torch.bfloat16 else None
+
+    def lay_out_for_cpu_inference(self) -> None:
+        """Before inference on a CPU: the camera head's GEMMs have one row a frame and stream their weights, which
+        MKL reads faster transposed (VGGT-1B's camera head at 8 frames: 0.25 instead of 0.34 s, Xeon with AMX, 2
+        threads; the same values, float32 rounding apart). Not when the heads run under a bf16 autocast, whose
+        casts keep the layout and which it slows down; training keeps the default layout."""
+        if self.camera_head is not None and not self.heads_under_autocast:
+            lay_out_linears_for_few_rows(self.camera_head)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Called by `save_pretrained`: weights as model.safetensors plus our config.json."""

@@ -110,6 +110,8 @@ def run_model(
     [S, H, W, 3] (NaN for frames without a usable camera).
     """
     model = model.to(device)
+    if device.type == "cpu":
+        model.lay_out_for_cpu_inference()
     queries = None if query_points is None else query_points.to(device)
     with autocast(device, dtype):
         output = (forward or local_forward)(model, images, queries, frames_chunk_size)  # each moves what it needs
