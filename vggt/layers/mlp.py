@@ -22,4 +22,4 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, out_features or in_features, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(kernels.gelu(self.fc1(x)))
+        return self.fc2(kernels.linear_gelu(x, self.fc1))

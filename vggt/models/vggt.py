@@ -16,7 +16,7 @@ from vggt.heads.dpt_head import DPTHead
 from vggt.heads.track_head import TrackHead
 from vggt.models.aggregator import Aggregator
 from vggt.runtime import autocast_disabled
-from vggt.runtime.cpu_layout import lay_out_linears_for_few_rows
+from vggt.runtime.cpu import lay_out_linears_for_few_rows
 from vggt.weights import load_pretrained, save_model
 
 INFERENCE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}

@@ -1,8 +1,9 @@
-"""Compute kernels the model calls: attention, rotary embedding, exact GELU.
+"""Compute kernels the model calls: attention, rotary embedding, exact GELU (alone or after a linear).
 
 Every attention, RoPE and GELU in `vggt/` goes through these functions. The backend is chosen per
 call from the tensor's device (npu -> fused torch_npu ops, cuda -> SDPA restricted to the flash /
-memory-efficient kernels, anything else -> plain PyTorch) and can be forced with the environment
+memory-efficient kernels, anything else -> plain PyTorch, and for bf16 inference on a CPU linear + GELU in one
+oneDNN call) and can be forced with the environment
 variable VGGT_KERNELS=torch|cuda|npu (the tests run the NPU path on CPU tensors that way). The
 plain PyTorch functions of vggt.runtime.reference define the numerics every backend reproduces.
 """
@@ -12,8 +13,9 @@ from __future__ import annotations
 import os
 
 import torch
+from torch import nn
 
-from vggt.runtime import cuda, npu, reference
+from vggt.runtime import cpu, cuda, npu, reference
 
 KERNELS_ENV = "VGGT_KERNELS"
 BACKENDS = ("torch", "cuda", "npu")
@@ -65,3 +67,11 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
     if backend_for(x) == "npu":
         return npu.gelu(x)
     return reference.gelu(x)
+
+
+def linear_gelu(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """Exact GELU of linear(x): x [..., in] -> [..., out]; one fused oneDNN call for bf16 inference on a CPU (unless
+    VGGT_KERNELS forces a backend: VGGT_KERNELS=torch runs the two plain ops)."""
+    if not os.environ.get(KERNELS_ENV) and cpu.fuses_linear_gelu(x, linear):
+        return cpu.linear_gelu(x, linear)
+    return gelu(linear(x))

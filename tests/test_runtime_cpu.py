@@ -1,0 +1,98 @@
+"""CPU inference (vggt.runtime.cpu): the few-row weight layout keeps values and outputs; linear + GELU fused."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vggt.models.vggt import VGGT
+from vggt.runtime import cpu, kernels
+from vggt.runtime.cpu import lay_out_linears_for_few_rows
+
+
+def test_float32_linear_weights_keep_values_and_shape_in_transposed_storage() -> None:
+    module = nn.Sequential(nn.Linear(6, 4), nn.Conv2d(2, 3, 1), nn.Linear(4, 5).to(torch.bfloat16))
+    before = [p.clone() for p in module.parameters()]
+    assert lay_out_linears_for_few_rows(module) == 1  # the float32 linear only: not the conv, not the bf16 linear
+    weight = module[0].weight
+    assert weight.shape == (4, 6) and weight.stride() == (1, 4) and weight.t().is_contiguous()
+    assert all(torch.equal(a, b) for a, b in zip(module.parameters(), before))
+    assert module[1].weight.is_contiguous() and module[2].weight.is_contiguous()
+    assert lay_out_linears_for_few_rows(module) == 0  # already laid out: left alone
+    assert module[0].weight.stride() == (1, 4)
+
+
+def test_laid_out_camera_head_gives_the_default_layouts_outputs(tiny_model: VGGT) -> None:
+    laid_out = copy.deepcopy(tiny_model)
+    laid_out.lay_out_for_cpu_inference()
+    camera_linears = [m for m in laid_out.camera_head.modules() if isinstance(m, nn.Linear)]
+    assert camera_linears and all(m.weight.t().is_contiguous() for m in camera_linears)
+    assert all(m.weight.is_contiguous() for m in laid_out.aggregator.modules() if isinstance(m, nn.Linear))
+    images = torch.rand(1, 3, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, actual = tiny_model(images), laid_out(images)
+    for name in ("pose_enc", "depth", "world_points"):
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-6)  # float32 rounding apart
+
+
+def test_heads_under_autocast_keep_the_default_layout(tiny_model: VGGT) -> None:
+    model = copy.deepcopy(tiny_model)
+    model.heads_under_autocast = True  # their bf16 casts would keep the layout, which slows bf16 GEMMs down
+    model.lay_out_for_cpu_inference()
+    assert all(m.weight.is_contiguous() for m in model.camera_head.modules() if isinstance(m, nn.Linear))
+
+
+def test_a_laid_out_model_saves_and_loads(tiny_model: VGGT, tmp_path) -> None:
+    model = copy.deepcopy(tiny_model)
+    model.lay_out_for_cpu_inference()
+    model.save_pretrained(tmp_path)  # safetensors takes contiguous tensors only
+    loaded = VGGT.from_pretrained(tmp_path)
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+
+
+def bf16_linear(seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(64, 256).to(torch.bfloat16)
+
+
+@pytest.mark.skipif(not cpu.ONEDNN_BF16, reason="this torch or CPU has no oneDNN bf16 linear with a GELU")
+def test_fused_linear_gelu_is_gelu_of_the_linear_within_a_bf16_ulp() -> None:
+    linear, x = bf16_linear(), torch.randn(3, 100, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert cpu.fuses_linear_gelu(x, linear)
+        fused = kernels.linear_gelu(x, linear)
+        plain = F.gelu(linear(x))
+    assert fused.dtype == plain.dtype == torch.bfloat16 and fused.shape == (3, 100, 256)
+    # float32 from the same bf16 operands: the fused GELU reads the unrounded accumulator, the plain one its rounding
+    exact = F.gelu(F.linear(x.bfloat16().float(), linear.weight.float(), linear.bias.float()))
+    ulp = exact.abs().clamp(min=2**-126) * 2**-7
+    assert ((fused.float() - exact).abs() <= ulp).all()
+    assert (fused.float() - exact).abs().mean() < (plain.float() - exact).abs().mean()  # one rounding fewer
+
+
+def test_linear_gelu_fuses_only_inference_on_a_cpu_in_the_weights_dtype(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = []
+    monkeypatch.setattr(cpu, "LINEAR_POINTWISE", lambda *args: calls.append(args))
+    linear, x = bf16_linear(), torch.randn(cpu.FUSED_MIN_ROWS, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        kernels.linear_gelu(x, linear)  # autograd on: training
+        with torch.no_grad():
+            kernels.linear_gelu(x, nn.Linear(64, 8))  # float32 weights under a bf16 autocast: autocast's casts
+            kernels.linear_gelu(x.to(torch.float16), nn.Linear(64, 8).half())
+            kernels.linear_gelu(x[:-1], linear)  # fewer rows: the GEMM streams the weight, nothing to save
+            monkeypatch.setenv(kernels.KERNELS_ENV, "torch")
+            kernels.linear_gelu(x, linear)
+            monkeypatch.delenv(kernels.KERNELS_ENV)
+            assert not calls
+            kernels.linear_gelu(x, linear)
+    assert len(calls) == 1  # bf16 inference on a CPU, nothing forced
+    with torch.no_grad():
+        kernels.linear_gelu(x, linear.float())  # float32 weights, no autocast: measured no faster fused
+    assert len(calls) == 1
