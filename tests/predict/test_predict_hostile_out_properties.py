@@ -164,7 +164,10 @@ def build(root: Path, scenario: dict) -> tuple[Path, set[str]]:
         for part, names in (("new", spec["new_entries"]), ("old", spec["old_entries"])):
             for name in names:
                 if spec[part] == "dir":
-                    (work / part / name).parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        (work / part / name).parent.mkdir(parents=True, exist_ok=True)
+                    except FileExistsError:  # "s" and "s/victim": a file already holds the folder's name
+                        continue
                     if not os.path.lexists(work / part / name):
                         (work / part / name).write_text("the attacker's text")
         if spec["beside_old"]:
