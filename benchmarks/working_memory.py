@@ -29,7 +29,8 @@ autocast off, as upstream runs them on a GPU; upstream's own off switch is CUDA-
 blocks may stay in the process). With --upstream-python, --rounds R repeats ours and upstream's back to back R
 times, and the last line gives each side's median and minimum seconds per part and upstream's median over ours.
 --profile-ops N adds, from one more untimed run under torch.profiler, each part's N ops of most self CPU time.
-Ours runs as `vggt predict` does: under bf16 / fp16 the aggregator's matmul weights are held in that dtype.
+Ours runs as `vggt predict` does: under bf16 / fp16 the aggregator's matmul weights are held in that dtype, and
+the camera head's linears are laid out for its few rows (VGGT.lay_out_for_cpu_inference).
 
 Examples:
     python benchmarks/working_memory.py --config vggt_1b --frames 32 --height 112 --width 112
