@@ -96,3 +96,8 @@ def test_linear_gelu_fuses_only_inference_on_a_cpu_in_the_weights_dtype(
     with torch.no_grad():
         kernels.linear_gelu(x, linear.float())  # float32 weights, no autocast: measured no faster fused
     assert len(calls) == 1
+
+
+def test_to_inference_device_lays_out_the_camera_head_on_a_cpu(tiny_model: VGGT) -> None:
+    model = copy.deepcopy(tiny_model).to_inference_device(torch.device("cpu"))  # what predict, eval and app call
+    assert all(m.weight.t().is_contiguous() for m in model.camera_head.modules() if isinstance(m, nn.Linear))

@@ -114,7 +114,8 @@ class Reconstructor:
         self.dtype = parse_dtype(settings.dtype, self.device)
         self.precision = describe_dtype_choice(settings.dtype, self.device)
         print(f"loading the model from {settings.model}")
-        self.model = load_model(settings.model, settings.config, settings.heads_autocast, self.dtype).to(self.device)
+        model = load_model(settings.model, settings.config, settings.heads_autocast, self.dtype)
+        self.model = model.to_inference_device(self.device)
         self.max_frames = self._frame_limit()
         self._lock = threading.Lock()
         self._cached: tuple[Path, dict[str, np.ndarray]] | None = None  # the last predictions read

@@ -153,7 +153,7 @@ def evaluate(
     model: VGGT, sequences: Sequence[EvalSequence], device: torch.device, dtype: torch.dtype, resolution: int
 ) -> dict[str, GroupResult]:
     """Group results in the order the groups first appear; a progress bar over the sequences."""
-    model = model.to(device).eval()
+    model = model.to_inference_device(device).eval()
     with_points = scipy_available()
     if not with_points and any(s.intrinsics is not None and s.depth_readers for s in sequences):
         warnings.warn("point metrics need scipy (pip install scipy); evaluating without them", stacklevel=2)

@@ -279,6 +279,13 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         if self.camera_head is not None and not self.heads_under_autocast:
             lay_out_linears_for_few_rows(self.camera_head)
 
+    def to_inference_device(self, device: torch.device) -> VGGT:
+        """The model moved to `device` for inference, with lay_out_for_cpu_inference on a CPU."""
+        model = self.to(device)
+        if device.type == "cpu":
+            model.lay_out_for_cpu_inference()
+        return model
+
     def _save_pretrained(self, save_directory: Path) -> None:
         """Called by `save_pretrained`: weights as model.safetensors plus our config.json."""
         save_model(self, Path(save_directory))

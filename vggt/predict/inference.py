@@ -109,9 +109,7 @@ def run_model(
     intrinsic [S, 3, 3] (model pixels), camera_valid [S] (see vggt.predict.cameras) and world_points_from_depth
     [S, H, W, 3] (NaN for frames without a usable camera).
     """
-    model = model.to(device)
-    if device.type == "cpu":
-        model.lay_out_for_cpu_inference()
+    model = model.to_inference_device(device)
     queries = None if query_points is None else query_points.to(device)
     with autocast(device, dtype):
         output = (forward or local_forward)(model, images, queries, frames_chunk_size)  # each moves what it needs
