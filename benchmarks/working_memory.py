@@ -321,7 +321,7 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
         model.hold_in_compute_dtype(getattr(torch, args.dtype))
     fill_synthetic(model, synthetic_tensor)
     model.heads_under_autocast = args.heads_autocast
-    model.lay_out_for_cpu_inference()  # as vggt predict runs it on a CPU
+    model = model.to_inference_device(torch.device("cpu"))  # as vggt predict runs it
     images = synthetic_images(args)
     start, end = shard_frames(images.shape[1], world_size)[rank]
     images = images[:, start:end].clone()  # this process holds only its frames

@@ -80,6 +80,7 @@ def test_linear_gelu_fuses_only_inference_on_a_cpu_in_the_weights_dtype(
 ) -> None:
     calls = []
     monkeypatch.setattr(cpu, "LINEAR_POINTWISE", lambda *args: calls.append(args))
+    monkeypatch.setattr(cpu, "ONEDNN_BF16", True)  # the rule, not this CPU's oneDNN, is under test
     linear, x = bf16_linear(), torch.randn(cpu.FUSED_MIN_ROWS, 64)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         kernels.linear_gelu(x, linear)  # autograd on: training
