@@ -29,8 +29,10 @@ autocast off, as upstream runs them on a GPU; upstream's own off switch is CUDA-
 blocks may stay in the process). With --upstream-python, --rounds R repeats ours and upstream's back to back R
 times, and the last line gives each side's median and minimum seconds per part and upstream's median over ours.
 --profile-ops N adds, from one more untimed run under torch.profiler, each part's N ops of most self CPU time.
-Ours runs as `vggt predict` does: under bf16 / fp16 the aggregator's matmul weights are held in that dtype, and
-the camera head's linears are laid out for its few rows (VGGT.lay_out_for_cpu_inference).
+Ours runs as `vggt predict` does: under bf16 / fp16 the aggregator's matmul weights are held in that dtype, the
+camera head's linears are laid out for its few rows (VGGT.lay_out_for_cpu_inference), and in timed runs glibc's
+malloc keeps freed blocks for reuse (vggt.runtime.host_malloc); upstream's process keeps glibc's default unless
+the environment sets malloc for both (e.g. MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647).
 
 Examples:
     python benchmarks/working_memory.py --config vggt_1b --frames 32 --height 112 --width 112
@@ -310,12 +312,13 @@ def measure(args: argparse.Namespace, rank: int = 0, world_size: int = 1) -> dic
     from vggt.config import VGGTConfig
     from vggt.models.vggt import VGGT
     from vggt.parallel import sequence_parallel_forward, shard_frames
-    from vggt.runtime import resident_memory_bytes
+    from vggt.runtime import configure_process, resident_memory_bytes
     from vggt.synthetic_weights import synthetic_tensor
     from vggt.weights import build_on_meta_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    configure_process(torch.device("cpu"))  # as vggt predict: malloc keeps freed blocks, unless MALLOC_ENV is set
     model = build_on_meta_device(VGGT, VGGTConfig.preset(args.config))
     if args.dtype != "float32":  # as vggt predict loads it: straight into bf16, never the float32 model whole
         model.hold_in_compute_dtype(getattr(torch, args.dtype))

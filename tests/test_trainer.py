@@ -58,6 +58,28 @@ def test_freezing_by_glob_stops_gradients_and_keeps_the_module_in_eval():
         freeze(model, ["*agregator*"])
 
 
+def test_a_frozen_aggregator_runs_without_autograd_and_the_heads_get_the_same_gradients():
+    torch.manual_seed(0)
+    trained = VGGT(config=VGGTConfig.tiny(), enable_track=False)
+    frozen = VGGT(config=VGGTConfig.tiny(), enable_track=False)
+    frozen.load_state_dict(trained.state_dict())
+    freeze(frozen, ["*aggregator*"])
+    grad_modes = []
+    frozen.aggregator.register_forward_pre_hook(lambda module, args: grad_modes.append(torch.is_grad_enabled()))
+    images = torch.rand(2, 3, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+    for model in (trained, frozen):
+        out = model(images, frames_chunk_size=2)  # chunks: the frozen aggregator takes the inference path
+        (out["depth"].mean() + out["pose_enc"].square().mean() + out["world_points"].mean()).backward()
+    assert grad_modes == [False]
+    for (name, expected), actual in zip(trained.named_parameters(), frozen.parameters()):
+        if not name.startswith("aggregator"):
+            torch.testing.assert_close(actual.grad, expected.grad, rtol=1e-4, atol=1e-7, msg=name)
+    assert all(p.grad is None for p in frozen.aggregator.parameters())
+    frozen.aggregator.requires_grad_(True)
+    frozen(images)
+    assert grad_modes == [False, True]
+
+
 @pytest.mark.parametrize("rule", ["substring", "top_level"])
 def test_clipper_clips_each_group_in_turn_by_upstreams_substring_rule_or_by_top_level_module(rule):
     model = VGGT(config=VGGTConfig.tiny(), enable_track=False, enable_point=False)

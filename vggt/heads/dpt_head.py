@@ -43,9 +43,11 @@ class ResidualConvUnit(nn.Module):
         self.conv2 = nn.Conv2d(features, features, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(x)
+        """x: [N, F, h, w], consumed: the ReLUs run in place (each input is a fresh map no caller reads again), which
+        on a CPU saves writing a new map to memory not yet touched (the heads' ReLUs: 0.05 -> 0.007 s a DPT head)."""
         # reference quirk: its in-place ReLU makes the skip add relu(x), not x; the weights expect it
-        return self.conv2(F.relu(self.conv1(x))) + x
+        x = F.relu_(x)
+        return self.conv2(F.relu_(self.conv1(x))) + x
 
 
 class FeatureFusionBlock(nn.Module):
@@ -111,7 +113,7 @@ class DPTHead(nn.Module):
             hidden = 32
             self.scratch.output_conv1 = nn.Conv2d(features, features // 2, 3, padding=1)
             self.scratch.output_conv2 = nn.Sequential(
-                nn.Conv2d(features // 2, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, output_dim, 1)
+                nn.Conv2d(features // 2, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, output_dim, 1)
             )
 
     def forward(

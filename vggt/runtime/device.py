@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from vggt.runtime import npu
+from vggt.runtime.host_malloc import keep_freed_host_memory
 from vggt.runtime.procfs import host_available_bytes
 
 DEVICE_ENV = "VGGT_DEVICE"
@@ -177,7 +178,8 @@ def configure_process(device: torch.device, deterministic: bool = False, allow_t
     off (ND everywhere: NZ formats have known precision issues), HF32 for float32 matmul and conv when
     `allow_tf32`, and the CANN deterministic level when `deterministic` (torch_npu >= 2.12, whose
     set_deterministic_level also sets torch's flag). CUDA: TF32 for float32 matmul and cuDNN conv when
-    `allow_tf32`; cuDNN deterministic and no autotuning when `deterministic`. Every device:
+    `allow_tf32`; cuDNN deterministic and no autotuning when `deterministic`. CPU: glibc's malloc keeps freed
+    blocks for the next tensor instead of unmapping them (vggt.runtime.host_malloc). Every device:
     torch.use_deterministic_algorithms(deterministic), once. What the collectives read when they
     initialise is configure_environment's, before init_process_group.
     """
@@ -191,6 +193,8 @@ def configure_process(device: torch.device, deterministic: bool = False, allow_t
         torch.backends.cudnn.benchmark = False
         if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    if device.type == "cpu":
+        keep_freed_host_memory()
     torch.use_deterministic_algorithms(deterministic)
 
 
