@@ -1,5 +1,4 @@
-"""CPU inference (vggt.runtime.cpu): the few-row weight layout keeps values and outputs; linear + GELU fused; bf16
-attention computed in float32 where AMX is missing."""
+"""CPU inference (vggt.runtime.cpu): the few-row weight layout keeps values and outputs; linear + GELU fused."""
 
 from __future__ import annotations
 
@@ -109,40 +108,3 @@ def test_to_inference_device_lays_out_the_camera_head_on_a_cpu_with_amx(
     monkeypatch.setattr(cpu, "AMX_BF16", True)
     model = copy.deepcopy(tiny_model).to_inference_device(torch.device("cpu"))
     assert all(m.weight.t().is_contiguous() for m in model.camera_head.modules() if isinstance(m, nn.Linear))
-
-
-def qkv(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    return tuple(torch.randn(2, 4, 37, 16, generator=g).to(dtype) for _ in range(3))
-
-
-def test_float32_attention_of_bf16_inputs_is_float32_sdpa_rounded_once_even_under_autocast() -> None:
-    q, k, v = qkv(torch.bfloat16)
-    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float()).bfloat16()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # would cast float32 operands back to bf16
-        actual = cpu.attention_in_float32(q, k, v)
-    assert actual.dtype == torch.bfloat16 and torch.equal(actual, expected)
-    exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
-    bf16_sdpa = F.scaled_dot_product_attention(q, k, v)
-    assert (actual.double() - exact).norm() < (bf16_sdpa.double() - exact).norm()  # one bf16 rounding, at the end
-
-
-def test_bf16_attention_runs_in_float32_only_for_inference_on_a_cpu_without_amx(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    calls = []
-    monkeypatch.setattr(cpu, "attention_in_float32", lambda *args: calls.append(args) or args[0])
-    q, k, v = qkv(torch.bfloat16)
-    monkeypatch.setattr(cpu, "AMX_BF16", False)
-    kernels.attention(q, k, v)  # autograd on: training keeps the plain kernel
-    with torch.no_grad():
-        kernels.attention(*qkv(torch.float32))
-        monkeypatch.setenv(kernels.KERNELS_ENV, "torch")
-        kernels.attention(q, k, v)
-        monkeypatch.delenv(kernels.KERNELS_ENV)
-        assert not calls
-        kernels.attention(q, k, v)
-        assert len(calls) == 1
-        monkeypatch.setattr(cpu, "AMX_BF16", True)  # AMX: its bf16 flash kernel is the faster one
-        kernels.attention(q, k, v)
-    assert len(calls) == 1

@@ -1,4 +1,4 @@
-"""CPU inference kernels and weight layouts: what the CPU's libraries (MKL, oneDNN, flash attention) run faster.
+"""CPU inference kernels and weight layouts: what the CPU's GEMM libraries (MKL, oneDNN) run faster.
 
 Inference only (autograd off); training and every other device keep the plain PyTorch ops.
 """
@@ -6,10 +6,9 @@ Inference only (autograd off); training and every other device keep the plain Py
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vggt.runtime.precision import autocast_disabled, cpu_bf16_instructions
+from vggt.runtime.precision import cpu_bf16_instructions
 
 
 def _onednn_linear_pointwise():
@@ -64,21 +63,7 @@ def linear_gelu(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     return LINEAR_POINTWISE(x.to(torch.bfloat16), linear.weight, bias, "gelu", [], "none")
 
 
-AMX_BF16 = cpu_bf16_instructions() == "AMX-BF16"
-
-
-def attends_in_float32(q: torch.Tensor) -> bool:
-    """Whether attention_in_float32 runs this bf16 inference attention: on a CPU without AMX, where the flash kernel
-    is slower in bf16 than in float32 (AMD EPYC Zen 5, 2 threads: 122 against 115 ms at 1 x 16 x 2088 x 64, 23
-    against 19 ms at 8 x 16 x 261 x 64) and its bf16 accumulation is less exact."""
-    return not AMX_BF16 and not torch.is_grad_enabled() and q.device.type == "cpu" and q.dtype == torch.bfloat16
-
-
-def attention_in_float32(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """SDPA of bf16 q [B, H, Nq, D], k, v [B, H, Nk, D] computed in float32 -> [B, H, Nq, D] bf16 (autocast off: CPU
-    autocast would cast the float32 inputs back to bf16)."""
-    with autocast_disabled(q.device):
-        return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
+AMX_BF16 = cpu_bf16_instructions() == "AMX-BF16"  # lay_out_linears_for_few_rows measured faster with AMX only
 
 
 def lay_out_linears_for_few_rows(module: nn.Module) -> int:

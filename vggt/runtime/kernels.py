@@ -3,7 +3,7 @@
 Every attention, RoPE and GELU in `vggt/` goes through these functions. The backend is chosen per
 call from the tensor's device (npu -> fused torch_npu ops, cuda -> SDPA restricted to the flash /
 memory-efficient kernels, anything else -> plain PyTorch, and for bf16 inference on a CPU linear + GELU in one
-oneDNN call and, without AMX, attention in float32) and can be forced with the environment
+oneDNN call) and can be forced with the environment
 variable VGGT_KERNELS=torch|cuda|npu (the tests run the NPU path on CPU tensors that way). The
 plain PyTorch functions of vggt.runtime.reference define the numerics every backend reproduces.
 """
@@ -49,8 +49,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
         return npu.attention(q, k, v)
     if backend == "cuda":
         return cuda.attention(q, k, v)
-    if not os.environ.get(KERNELS_ENV) and cpu.attends_in_float32(q):
-        return cpu.attention_in_float32(q, k, v)
     return reference.attention(q, k, v)
 
 
