@@ -9,7 +9,8 @@ of two phases, and the estimate is the larger:
   chunk's transients (norms, projections, MLP hidden);
 - heads: the kept layer outputs, the dense outputs (depth 2 + points 4 floats a pixel, the point head's
   chunks and their concatenation) and one chunk of DPT feature maps at full resolution (the refinement
-  stages and two maps of `dpt_features / 2` channels at the image size); with query points also the
+  stages and two maps of `dpt_features / 2` channels at the image size, or output_conv2's input and hidden map
+  where those are larger); with query points also the
   tracker's feature maps of every frame, and instead of the DPT chunk (the tracker runs after the DPT heads) the
   tracker's working memory: its normalised feature pyramid and, per query point and frame, the correlation window
   of one pyramid level (tracker_point_frame_bytes). The update transformer's virtual tracks attend across all
@@ -48,7 +49,9 @@ FLOAT32 = 4
 DENSE_OUTPUT_FLOATS = 2 + 4 + 4  # depth+conf, point chunks (4) and their concatenation (4), per pixel
 HOST_FLOATS_PER_PIXEL = 3 + 2 + 4 + 3  # images, depth+conf, points+conf, points unprojected from depth
 DPT_FULL_RES_MAPS = 2  # maps of features/2 channels at the image size held together in a DPT chunk
-DPT_STAGE_CHANNELS = 32 + 8  # output_conv2 hidden (32) and the interpolation / activation temporaries
+DPT_HALF_RES_MAPS = 1  # the last upsample's input: features/2 channels at half the image size
+DPT_TEMPORARY_CHANNELS = 8  # position embedding and interpolation temporaries, in channels at the image size
+DPT_HIDDEN = 32  # output_conv2's hidden map beside its features/2 input (its ReLU runs in place: no third map)
 AGGREGATOR_TRANSIENT_FLOAT32 = 3  # norm1, residual + attention, norm2 of a chunk (float32)
 AGGREGATOR_TRANSIENT_COMPUTE = 11  # q, attention out, proj, MLP hidden twice (4 + 4) in the compute dtype
 TRACKER_PYRAMID_MAPS = 1 + 1 / 3  # the normalised feature maps plus their pooled levels (1/4 + 1/16 + ...)
@@ -159,7 +162,9 @@ def estimate_inference_memory(
     if query_points:  # rank 0 tracks through all frames (it gathers the feature maps): the largest process
         heads_frame += track_map
         tracker = frames * (TRACKER_PYRAMID_MAPS * track_map + query_points * tracker_point_frame_bytes(config))
-    dpt_chunk = chunk * pixels * FLOAT32 * (DPT_FULL_RES_MAPS * config.dpt_features // 2 + DPT_STAGE_CHANNELS)
+    half = config.dpt_features // 2
+    upsampling = DPT_FULL_RES_MAPS * half + DPT_HALF_RES_MAPS * half // 4 + DPT_TEMPORARY_CHANNELS
+    dpt_chunk = chunk * pixels * FLOAT32 * max(upsampling, half + DPT_HIDDEN)
     # vggt predict --nproc: rank 0 receives the other ranks' dense outputs one rank's piece at a time, into host
     # memory (gather_frames_to_host); the tracker's gathered feature maps are in its term
     gathered = 0 if world_size == 1 else local * dense
