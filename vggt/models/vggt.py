@@ -16,7 +16,6 @@ from vggt.heads.dpt_head import DPTHead
 from vggt.heads.track_head import TrackHead
 from vggt.models.aggregator import Aggregator
 from vggt.runtime import autocast_disabled, cpu
-from vggt.runtime.cpu import lay_out_linears_for_few_rows
 from vggt.weights import load_pretrained, save_model
 
 INFERENCE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}
@@ -285,7 +284,7 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         threads; the same values, float32 rounding apart). Not when the heads run under a bf16 autocast, whose
         casts keep the layout and which it slows down; training keeps the default layout."""
         if self.camera_head is not None and not self.heads_under_autocast:
-            lay_out_linears_for_few_rows(self.camera_head)
+            cpu.lay_out_linears_for_few_rows(self.camera_head)
 
     def to_inference_device(self, device: torch.device) -> VGGT:
         """The model moved to `device` for inference, with lay_out_for_cpu_inference on a CPU with AMX: measured
