@@ -11,7 +11,8 @@ requirements.
 Reported per side, from the launcher's summary: steps/s (1 / AvgStepTime: the mean Batch Time of the last 100
 logged steps minus their first 10, data wait included, as published), sequences/s (ActualFPS = batch size x
 processes / AvgStepTime, the published FPS), trained sequences/s (upstream keeps its repeat_batch, which also
-trains each sequence with its frames reversed: twice the sequences that ActualFPS counts), the peak resident set
+trains each sequence with its frames reversed: twice the sequences that ActualFPS counts; ours too with
+--repeat-batch, the same work a step, each reversal's patch embedding shared with its sequence), the peak resident set
 of the largest process of the run (one training rank) and the last `Mem (GB)` each trainer logs (ours: the
 allocator's peak, or its process's resident set on a CPU; upstream: the allocator's peak, none on a CPU).
 Then the ratios ours / upstream.
@@ -86,9 +87,11 @@ def phase_split(folder: Path) -> dict[str, float]:
     return {phase: sum(step.get(phase, 0.0) for step in steps) / len(steps) for phase in PHASES}
 
 
-def run_side(side: str, workdir: Path, launcher_args: list[str], env: dict[str, str], output_root: Path) -> SideResult:
-    """Run the perf launcher from `workdir` with each step's phases timed; raise SystemExit with its log's tail
-    when it fails."""
+def run_side(
+    side: str, workdir: Path, launcher_args: list[str], env: dict[str, str], output_root: Path, repeats: bool
+) -> SideResult:
+    """Run the perf launcher from `workdir` with each step's phases timed (`repeats`: its trainer also trains every
+    sequence reversed); raise SystemExit with its log's tail when it fails."""
     phases_dir = output_root / "phases"
     if phases_dir.exists():
         shutil.rmtree(phases_dir)
@@ -108,7 +111,7 @@ def run_side(side: str, workdir: Path, launcher_args: list[str], env: dict[str, 
         side=side,
         steps_per_s=1.0 / step_time,
         sequences_per_s=float(summary["ActualFPS"]),
-        sequences_trained_per_step=batch * int(summary["RankSize"]) * (2 if side == "upstream" else 1),
+        sequences_trained_per_step=batch * int(summary["RankSize"]) * (2 if repeats else 1),
         peak_rss_gib=peak_kib / 2**20,
         logged_memory_gb=last_logged_memory_gb(output_root / CASE / "train.log"),
         phase_s=phase_split(phases_dir),
@@ -153,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--img-size", type=int_at_least(14), help="image size of both sides (default: the preset's)")
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "runs" / "bench_vs_upstream",
                         help="the patched copy and both runs' outputs (default runs/bench_vs_upstream)")  # fmt: skip
+    parser.add_argument(
+        "--repeat-batch", action="store_true", help="ours also trains each sequence reversed, as upstream always does"
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     return parser
 
@@ -172,12 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value in (("--dtype", args.dtype), ("--img-size", args.img_size)):
         if value is not None:
             launcher_args += [flag, str(value)]
+    ours_args = launcher_args + (["--repeat-batch"] if args.repeat_batch else [])
     ours_env = dict(os.environ)
     upstream_env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     upstream_env.update(PYTHONPATH=str(tree), PYTHON=args.upstream_python)
     results = [
-        run_side("ours", REPO_ROOT, launcher_args, ours_env, work / "ours"),
-        run_side("upstream", tree / "training", launcher_args, upstream_env, work / "upstream"),
+        run_side("ours", REPO_ROOT, ours_args, ours_env, work / "ours", repeats=args.repeat_batch),
+        run_side("upstream", tree / "training", launcher_args, upstream_env, work / "upstream", repeats=True),
     ]
     ours, upstream = results
 
@@ -197,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                  gib(ours.peak_rss_gib / upstream.peak_rss_gib), ""])  # fmt: skip
     header = ["trainer", "steps/s", "sequences/s", "trained/step", "trained seq/s", "peak RSS GiB", "logged Mem GB"]
     shape = f"--data {args.data}, --dtype {args.dtype or 'default'}, --img-size {args.img_size or 'default'}"
+    shape += ", ours with --repeat-batch" if args.repeat_batch else ""
     print(f"# {args.device} x {args.nproc}, {shape}, batch {args.batch_size}, {args.max_steps} steps")
     print(aligned_table(header, rows))
     if ours.phase_s and upstream.phase_s:

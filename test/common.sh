@@ -64,6 +64,9 @@ from the repository root):
   --anno-dir DIR      the annotations, DIR/tv_train.jgz (default data/co3d_annotations)
   --weights PATH      initial weights (model.init_weights), e.g. the official model.pt as the published runs
   --random-weights    no --weights: the frozen aggregator stays random (throughput-only runs; losses meaningless)
+  --repeat-batch      also train every sequence with its frames reversed (data.train.repeat_batch: twice the
+                      sequences a step, ActualFPS still counts those sampled), as upstream's trainer at 97bbde5
+                      always does (in its layout this option changes nothing)
   --scenes-dir DIR    --data synthetic: where generated scenes are cached (default runs/launcher_scenes)
   --eval-anno-dir DIR full: the Co3D test annotations, DIR/tv_test.jgz (default: --anno-dir)
   --skip-eval         full: do not evaluate the trained checkpoint
@@ -217,6 +220,7 @@ vggt_launch() {
     shift
     local config="${case}" name="VGGT_8p_${case}"
     local max_epochs="" max_steps="" nproc="" device=auto batch_size=15 data=co3d weights="" random_weights=""
+    local repeat_batch=""
     local nnodes=1 node_rank=0 master_addr=127.0.0.1 master_port=29500
     local co3d_dir="${VGGT_REPO_ROOT}/data/co3d" anno_dir="${VGGT_REPO_ROOT}/data/co3d_annotations"
     local scenes_dir="${VGGT_REPO_ROOT}/runs/launcher_scenes" output_root="${VGGT_REPO_ROOT}/test/output" flag value
@@ -231,7 +235,7 @@ vggt_launch() {
         elif [[ "${flag}" == -h || "${flag}" == --help ]]; then
             vggt_usage "${case}"
             exit 0
-        elif [[ "${flag}" == --random-weights || "${flag}" == --skip-eval ]]; then
+        elif [[ "${flag}" == --random-weights || "${flag}" == --skip-eval || "${flag}" == --repeat-batch ]]; then
             value=""
         elif [[ "${flag}" == --* && $# -ge 2 ]]; then
             value="$2"
@@ -255,6 +259,7 @@ vggt_launch() {
             --anno-dir) anno_dir="${value}" ;;
             --weights) weights="${value}" ;;
             --random-weights) random_weights=1 ;;
+            --repeat-batch) repeat_batch=1 ;;
             --dtype) dtype="${value}" ;;
             --img-size) img_size="${value}" ;;
             --scenes-dir) scenes_dir="${value}" ;;
@@ -369,6 +374,7 @@ print(device.type, accelerator_count(device.type), device_name(device))
     fi
     [[ -z "${dtype}" ]] || overrides+=("optim.amp_dtype=${dtype}")
     [[ -z "${img_size}" ]] || overrides+=("data.img_size=${img_size}")
+    [[ -z "${repeat_batch}" ]] || overrides+=(data.train.repeat_batch=true)
 
     local rendezvous=()
     mapfile -t rendezvous < <(vggt_rendezvous_args "${nnodes}" "${node_rank}" "${master_addr}" "${master_port}")

@@ -456,6 +456,20 @@ def test_only_node_0_needs_the_test_annotations_of_the_full_run(tmp_path: Path) 
     assert node0.returncode == 2 and "no tv_test.jgz" in node0.stderr
 
 
+@pytest.mark.parametrize("repeat", [False, True])
+def test_repeat_batch_reaches_our_trainer_as_its_config_switch(tmp_path: Path, repeat: bool) -> None:
+    (tmp_path / "co3d" / "tv").mkdir(parents=True)
+    (tmp_path / "anno").mkdir()
+    (tmp_path / "anno" / "tv_train.jgz").write_text("")
+    python, recorded = python_recording_torchrun(tmp_path)
+    args = ["--device", "cpu", "--nproc", "1", "--co3d-dir", tmp_path / "co3d", "--anno-dir", tmp_path / "anno",
+            "--random-weights", "--nnodes", "2", "--node-rank", "1",  # node 1 writes no summary of the recorded run
+            "--output-root", tmp_path / "out", *(["--repeat-batch"] if repeat else [])]  # fmt: skip
+    result = run_tool(PERF.name, *args, env={"PYTHON": str(python)})
+    assert result.returncode == 0, result.stderr
+    assert ("data.train.repeat_batch=true" in recorded.read_text().splitlines()) == repeat
+
+
 # the output folder ------------------------------------------------------------------------------------
 def node1_run(tmp_path: Path, output_root: Path) -> subprocess.CompletedProcess:
     """A perf launch as node 1 of 2 (its output folder: OUTPUT_ROOT/VGGT_8p_perf_node1), torchrun only recorded."""

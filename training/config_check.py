@@ -95,6 +95,7 @@ SPLIT_RULES: dict[str, Callable[[Any], str | None]] = {
     "max_img_per_gpu": POSITIVE_INT,
     "track_num": COUNT,
 }
+TRAIN_RULES: dict[str, Callable[[Any], str | None]] = {"repeat_batch": _boolean}
 
 
 def _shown(value: Any) -> str:
@@ -114,6 +115,7 @@ def config_problems(cfg: DictConfig) -> list[str]:
     for split in ("train", "val"):
         if OmegaConf.select(cfg, f"data.{split}", default=None) is not None:
             rules.update({f"data.{split}.{key}": rule for key, rule in SPLIT_RULES.items()})
+    rules.update({f"data.train.{key}": rule for key, rule in TRAIN_RULES.items()})
     problems = []
     for key, rule in rules.items():
         value = OmegaConf.select(cfg, key, default=ABSENT)
@@ -127,6 +129,18 @@ def config_problems(cfg: DictConfig) -> list[str]:
     lr, min_lr = OmegaConf.select(cfg, "optim.lr", default=None), OmegaConf.select(cfg, "optim.min_lr", default=None)
     if _is_number(lr) and _is_number(min_lr) and lr > 0 and min_lr > lr:
         problems.append(f"optim.min_lr ({min_lr:g}) must not exceed optim.lr ({lr:g}): the schedule decays to it")
+    if OmegaConf.select(cfg, "data.train.repeat_batch", default=False) is True:
+        tracks = [
+            f"data.{split}.track_num={num}"
+            for split in ("train", "val")
+            if _is_int(num := OmegaConf.select(cfg, f"data.{split}.track_num", default=0)) and num > 0
+        ]
+        if tracks or OmegaConf.select(cfg, "loss.track", default=None) is not None:
+            problems.append(
+                f"data.train.repeat_batch=true reverses each sequence's frames, which its ground-truth tracks "
+                f"(queried in frame 0) do not follow ({', '.join(tracks) or 'loss.track is set'}): set "
+                "data.train.repeat_batch=false, or train without tracks (loss.track=null, track_num=0)"
+            )
     return problems
 
 

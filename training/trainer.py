@@ -51,14 +51,39 @@ def model_from_training_config(model_cfg: DictConfig) -> VGGT:
     return VGGT(config=VGGTConfig.from_dict({**config.to_dict(), **heads}))
 
 
-def split_batch(batch: dict[str, Any], chunks: int) -> list[dict[str, Any]]:
-    """Split along the batch dim into `chunks` parts whose sizes differ by at most one (no sample dropped)."""
+def batch_rows(batch: dict[str, Any], start: int, end: int) -> dict[str, Any]:
+    """Sequences start..end of every tensor and list of `batch` (other values as they are)."""
+    return {k: v[start:end] if isinstance(v, (torch.Tensor, list)) else v for k, v in batch.items()}
+
+
+def split_batch(batch: dict[str, Any], chunks: int, paired_halves: bool = False) -> list[dict[str, Any]]:
+    """Split along the batch dim into `chunks` parts whose sizes differ by at most one (no sample dropped).
+
+    paired_halves: the batch is sequences then their reversals (with_reversed_frames); every part keeps that layout,
+    each of its sequences with its reversal, so the model can share their patch embedding (second_half_reversed).
+    """
     size = batch["images"].shape[0]
+    if paired_halves:
+        halves = [split_batch(batch_rows(batch, a, b), chunks) for a, b in ((0, size // 2), (size // 2, size))]
+        return [concat_batches(first, second) for first, second in zip(*halves)]
     bounds = torch.linspace(0, size, chunks + 1).round().long().tolist()
-    return [
-        {k: v[a:b] if isinstance(v, (torch.Tensor, list)) else v for k, v in batch.items()}
-        for a, b in zip(bounds[:-1], bounds[1:])
-    ]
+    return [batch_rows(batch, a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def concat_batches(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """The sequences of `first` then those of `second` (tensors and lists; other values from `first`)."""
+    return {
+        k: torch.cat((v, second[k])) if isinstance(v, torch.Tensor) else v + second[k] if isinstance(v, list) else v
+        for k, v in first.items()
+    }
+
+
+def with_reversed_frames(batch: dict[str, Any]) -> dict[str, Any]:
+    """Upstream's repeat_batch: the batch's sequences, then the same sequences with their frames in reverse order
+    (another frame becomes the reference frame 0). Every tensor of a batch without tracks is per frame ([B, S, ...]);
+    training.config_check refuses repeat_batch with the track loss, as upstream's repetition leaves tracks out."""
+    reversed_frames = {k: v.flip(1) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return concat_batches(batch, reversed_frames)
 
 
 def check_heads_have_losses(model: VGGT, loss_cfg: DictConfig) -> None:
@@ -120,6 +145,10 @@ class Trainer:
         self.model.to(self.device)
         self.loss = MultitaskLoss(**OmegaConf.to_container(cfg.loss, resolve=True))
         self.track_loss = cfg.loss.get("track") is not None
+        # as upstream, the switch under data.train also doubles validation batches (its one _process_batch)
+        self.repeat_batch = bool(cfg.data.train.get("repeat_batch", False))
+        if self.repeat_batch:
+            LOGGER.info("repeat_batch: every batch also trains its sequences with their frames reversed")
 
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         if not trainable:
@@ -288,6 +317,8 @@ class Trainer:
         moved = {
             k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
         }
+        if self.repeat_batch:  # before normalising: each reversal is expressed in its own new frame 0
+            moved = with_reversed_frames(moved)
         with torch.no_grad():
             extrinsics, cam_points, world_points, depths = normalize_camera_extrinsics_and_points_batch(
                 moved["extrinsics"],
@@ -303,13 +334,14 @@ class Trainer:
         model = self.ddp or self.model
         query_points = batch["tracks"][:, 0] if self.track_loss else None
         with runtime.autocast(self.device, self.amp_dtype):
-            predictions = model(batch["images"], query_points=query_points)
+            predictions = model(batch["images"], query_points=query_points, second_half_reversed=self.repeat_batch)
         return self.loss(predictions, batch)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """One optimizer step over `batch` (split into accum_steps chunks); returns device scalars to log."""
         size = batch["images"].shape[0]
-        chunks = split_batch(batch, min(self.cfg.accum_steps, size))
+        sequences = size // 2 if self.repeat_batch else size  # accum_steps chunks the sampled sequences
+        chunks = split_batch(batch, min(self.cfg.accum_steps, sequences), paired_halves=self.repeat_batch)
         self.optimizer.zero_grad(set_to_none=False)
         totals: dict[str, torch.Tensor] = {}
         for i, chunk in enumerate(chunks):

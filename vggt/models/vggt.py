@@ -108,9 +108,15 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         return torch.no_grad() if torch.is_grad_enabled() and frozen else contextlib.nullcontext()
 
     def forward(
-        self, images: torch.Tensor, query_points: torch.Tensor | None = None, frames_chunk_size: int | None = 8
+        self,
+        images: torch.Tensor,
+        query_points: torch.Tensor | None = None,
+        frames_chunk_size: int | None = 8,
+        second_half_reversed: bool = False,
     ) -> dict[str, Any]:
         """images: [S, 3, H, W] or [B, S, 3, H, W] in [0, 1]; query_points: [N, 2] or [B, N, 2] pixels of frame 0.
+        second_half_reversed: images[B // 2:] are images[:B // 2] with their frames reversed (training's
+        repeat_batch); the aggregator then embeds the first half's frames only (Aggregator.embed_batch).
 
         Returns pose_enc [B, S, 9] (+ pose_enc_list), depth [B, S, H, W, 1], depth_conf [B, S, H, W],
         world_points [B, S, H, W, 3], world_points_conf, and with query points track [B, S, N, 2],
@@ -119,7 +125,9 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         """
         images, query_points = self.check_inputs(images, query_points)
         with self.aggregator_autograd(images):
-            tokens, patch_start_idx = self.aggregator(images, frames_chunk_size=frames_chunk_size)
+            tokens, patch_start_idx = self.aggregator(
+                images, frames_chunk_size=frames_chunk_size, second_half_reversed=second_half_reversed
+            )
         predictions: dict[str, Any] = {}
         with self.heads_precision(images.device):
             if self.camera_head is not None:
