@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI for the published launchers on a CPU: test/train_8p_vggt_perf.sh and test/train_8p_vggt_full.sh end to end
-# (2 processes, synthetic scenes, 40 steps: AvgStepTime averages the last 30, its window past the 10 it drops;
-# 110 would average 90 as on an Atlas node, but costs CI 3 minutes on a slow 2-core machine), then
+# (2 processes, synthetic scenes, 20 steps: AvgStepTime averages the last 10, its window past the 10 it drops;
+# 110 would average 90 as on an Atlas node, but costs CI 4 minutes on a slow 2-core machine), then
 # test/compare_runs.py on their outputs. The two runs train the same model on the same data (only the preset
 # names differ at one epoch), so their losses must agree; outputs stay in test/output/ for inspection.
 #
@@ -16,7 +16,7 @@ if (($#)); then
     exit 2
 fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-args=(--device cpu --nproc 2 --data synthetic --max-epochs 1 --max-steps 40)
+args=(--device cpu --nproc 2 --data synthetic --max-epochs 1 --max-steps 20)
 start="${SECONDS}"
 test/train_8p_vggt_perf.sh "${args[@]}"
 test/train_8p_vggt_full.sh "${args[@]}"
