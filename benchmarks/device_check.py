@@ -49,6 +49,7 @@ from xml.etree import ElementTree
 
 from common import UPSTREAM_H100, published_peak
 
+from training.cpu_preset import SMALL_CPU_OVERRIDES
 from vggt.runtime import accelerator_count, default_device, device_name
 
 HERE = Path(__file__).resolve().parent
@@ -81,19 +82,7 @@ NEEDS = {
 PREPARED = {"hydra-core": "1.3.2", "omegaconf": "2.3.0", "antlr4-python3-runtime": "4.9.3"}  # fallback pins
 INFER_FRAMES = {"accelerator": (1, 8, 32, 100), "cpu": (1, 2)}
 INFER_SHAPE = {"accelerator": ("vggt_1b", 518, "2"), "cpu": ("tiny", 70, "1")}  # config, side, repeats
-# the synthetic preset shrunk as the tests shrink it (tests/training_helpers.py): 112 px, 2 frames, 2 sequences
-CPU_TRAIN_OVERRIDES = (
-    "data.img_size=112",
-    "data.num_workers=0",
-    "data.train.min_num_images=2",
-    "data.train.img_nums=[2,2]",
-    "data.train.aspects=[0.75,0.75]",
-    "data.train.batch_size=2",
-    "data.train.num_sequences=4",
-    "data.train.frames_per_sequence=4",
-    "data.train.scene_size=[112,84]",
-    "device=cpu",
-)
+CPU_SCENES = ("data.train.num_sequences=4", "data.train.frames_per_sequence=4", "data.train.scene_size=[112,84]")
 PEAK_SOURCE = (
     "benchmarks/common.py PUBLISHED_PEAKS: vendor datasheet dense bf16 (no sparsity); the H200 has the H100 SXM's "
     "tensor cores (989); Ascend 910B: Huawei's figure for the Atlas 800T A2 class, about 313 TFLOP/s fp16, bf16 "
@@ -315,8 +304,8 @@ def train_command(run: Run, result: Path, peak: float | None) -> list[str]:
     """bench_train.py for this machine: the perf preset on generated scenes, or a tiny run on the CPU."""
     command = ["benchmarks/bench_train.py", "--json", str(result)]
     if run.on_cpu:
-        scenes = f"data.train.cache_dir={run.scratch / 'scenes'}"
-        command += ["--config-name", "synthetic", "--warmup", "0", "--steps", "1", scenes, *CPU_TRAIN_OVERRIDES]
+        scenes = (f"data.train.cache_dir={run.scratch / 'scenes'}", *CPU_SCENES)
+        command += ["--config-name", "synthetic", "--warmup", "0", "--steps", "1", *scenes, *SMALL_CPU_OVERRIDES]
     else:
         command += ["--config-name", "perf", "--synthetic-data", "--warmup", "1", "--steps", "3"]
     return command + ([] if peak is None else ["--peak-tflops", f"{peak:g}"])

@@ -10,6 +10,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from training.cpu_preset import SMALL_CPU_OVERRIDES
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "training" / "config"
 LINE = re.compile(
@@ -24,14 +26,8 @@ def small_overrides(scenes_dir: Path, run_dir: Path | None = None) -> list[str]:
     overrides = [
         f"data.train.cache_dir={scenes_dir}",
         *(f"data.train.{k}={v}".replace(" ", "") for k, v in SCENES.items()),
-        "data.img_size=112",
-        "data.num_workers=0",
-        "data.train.min_num_images=2",
-        "data.train.img_nums=[2,2]",
-        "data.train.aspects=[0.75,0.75]",
-        "data.train.batch_size=2",
+        *SMALL_CPU_OVERRIDES,
         "data.val.min_num_images=2",
-        "device=cpu",
         "log_freq=1",
     ]
     if run_dir is not None:
