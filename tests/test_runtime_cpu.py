@@ -1,4 +1,5 @@
-"""CPU inference (vggt.runtime.cpu): the few-row weight layout keeps values and outputs; linear + GELU fused."""
+"""CPU inference (vggt.runtime.cpu): the few-row weight layout keeps values and outputs; linear + GELU fused;
+float32 linears in oneDNN where its GEMMs are the faster."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vggt.layers.linear import Linear
 from vggt.models.vggt import VGGT
-from vggt.runtime import cpu, kernels
+from vggt.runtime import cpu, kernels, procfs
 from vggt.runtime.cpu import lay_out_linears_for_few_rows
 
 
@@ -108,3 +110,102 @@ def test_to_inference_device_lays_out_the_camera_head_on_a_cpu_with_amx(
     monkeypatch.setattr(cpu, "AMX_BF16", True)
     model = copy.deepcopy(tiny_model).to_inference_device(torch.device("cpu"))
     assert all(m.weight.t().is_contiguous() for m in model.camera_head.modules() if isinstance(m, nn.Linear))
+
+
+@pytest.fixture
+def cpuinfo_vendor(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """float32_gemm_library on a CPU of the given vendor_id (None: no procfs), nothing forced."""
+    monkeypatch.delenv(cpu.FLOAT32_GEMM_ENV, raising=False)
+
+    def fake(vendor: str | None) -> None:
+        cpuinfo = tmp_path / "cpuinfo"
+        if vendor is not None:
+            cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: 23\n\nprocessor\t: 1\n")
+        monkeypatch.setattr(procfs, "PROC_CPUINFO", cpuinfo)
+
+    return fake
+
+
+@pytest.mark.parametrize(
+    ("vendor", "has_onednn", "expected"),
+    [
+        ("AuthenticAMD", True, "onednn"),
+        ("GenuineIntel", True, "mkl"),
+        (None, True, "mkl"),
+        ("AuthenticAMD", False, "mkl"),
+    ],
+)
+def test_float32_gemms_go_to_onednn_on_amd_cpus_only(monkeypatch, cpuinfo_vendor, vendor, has_onednn, expected):
+    cpuinfo_vendor(vendor)
+    monkeypatch.setattr(cpu, "LINEAR_POINTWISE", F.linear if has_onednn else None)  # stands for oneDNN's op
+    assert cpu.float32_gemm_library() == expected
+
+
+def test_the_environment_overrides_the_float32_gemm_library(monkeypatch, cpuinfo_vendor):
+    cpuinfo_vendor("AuthenticAMD")
+    monkeypatch.setenv(cpu.FLOAT32_GEMM_ENV, "mkl")
+    assert cpu.float32_gemm_library() == "mkl"
+    cpuinfo_vendor("GenuineIntel")
+    monkeypatch.setenv(cpu.FLOAT32_GEMM_ENV, "onednn")
+    assert cpu.float32_gemm_library() == "onednn"
+    monkeypatch.setenv(cpu.FLOAT32_GEMM_ENV, "openblas")
+    with pytest.raises(ValueError, match="VGGT_CPU_FLOAT32_GEMM='openblas'.*onednn, mkl"):
+        cpu.float32_gemm_library()
+
+
+@pytest.mark.skipif(cpu.LINEAR_POINTWISE is None, reason="this torch has no oneDNN linear")
+def test_onednn_float32_linear_is_the_linear_within_float32_rounding(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu, "ONEDNN_FLOAT32", True)
+    torch.manual_seed(0)
+    weight, bias = torch.randn(96, 64), torch.randn(96)
+    x = torch.randn(2, cpu.FUSED_MIN_ROWS, 64)
+    for w, b in ((weight, bias), (weight[32:], bias[32:]), (weight, None)):  # rows of a fused qkv weight, no bias
+        with torch.no_grad():
+            assert cpu.onednn_computes_linear(x, w)
+            out = kernels.linear(x, w, b)
+        exact = F.linear(x.double(), w.double(), None if b is None else b.double())
+        assert out.dtype == torch.float32 and out.shape == exact.shape
+        torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=1e-5)
+
+
+def test_onednn_float32_linear_runs_only_float32_inference_outside_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(cpu, "LINEAR_POINTWISE", lambda *args: calls.append(args))
+    monkeypatch.setattr(cpu, "ONEDNN_FLOAT32", True)  # the rule, not this CPU's vendor, is under test
+    layer, x = Linear(64, 8), torch.randn(cpu.FUSED_MIN_ROWS, 64)
+    layer(x)  # autograd on: training
+    with torch.no_grad():
+        layer(x[:-1])  # fewer rows: the GEMM streams the weight
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            layer(x)  # autocast casts to bf16
+        layer.to(torch.bfloat16)(x.to(torch.bfloat16))
+        layer.float()
+        monkeypatch.setenv(kernels.KERNELS_ENV, "torch")
+        layer(x)
+        monkeypatch.delenv(kernels.KERNELS_ENV)
+        lay_out_linears_for_few_rows(laid_out := Linear(64, 8))
+        laid_out(x)  # a transposed weight: not oneDNN's row-major operand
+        assert not calls
+        layer(x)
+    assert len(calls) == 1  # float32 inference on a CPU, nothing forced
+    monkeypatch.setattr(cpu, "ONEDNN_FLOAT32", False)
+    with torch.no_grad():
+        layer(x)
+    assert len(calls) == 1
+
+
+@pytest.mark.skipif(cpu.LINEAR_POINTWISE is None, reason="this torch has no oneDNN linear")
+def test_the_model_gives_the_same_outputs_with_float32_gemms_in_onednn(monkeypatch, tiny_model: VGGT) -> None:
+    images = torch.rand(1, 3, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(cpu, "FUSED_MIN_ROWS", 1)  # the tiny model's GEMMs have few rows: every one goes to oneDNN
+    calls = []
+    onednn = cpu.LINEAR_POINTWISE
+    monkeypatch.setattr(cpu, "LINEAR_POINTWISE", lambda *args: calls.append(1) or onednn(*args))
+    results = {}
+    for library in (False, True):
+        monkeypatch.setattr(cpu, "ONEDNN_FLOAT32", library)
+        with torch.no_grad():
+            results[library] = tiny_model(images)
+    assert calls  # the aggregator, DINOv2 and camera trunk's linears went to oneDNN
+    for name in ("pose_enc", "depth", "world_points"):
+        torch.testing.assert_close(results[True][name], results[False][name], rtol=1e-4, atol=1e-5)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vggt import runtime
-from vggt.runtime import precision
+from vggt.runtime import precision, procfs
 
 CPU = torch.device("cpu")
 SAPPHIRE_RAPIDS_FLAGS = "fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8"
@@ -37,7 +37,7 @@ def old_torch_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp_path):
         cpuinfo = tmp_path / "cpuinfo"
         if flags is not None:
             cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
-        monkeypatch.setattr(precision, "PROC_CPUINFO", cpuinfo)
+        monkeypatch.setattr(procfs, "PROC_CPUINFO", cpuinfo)
 
     return fake
 

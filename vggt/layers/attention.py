@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from vggt.layers.linear import Linear
 from vggt.layers.rope import RopeTables
 from vggt.runtime import kernels
 
@@ -23,10 +23,10 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
         self.q_norm = nn.LayerNorm(self.head_dim, eps=norm_eps) if qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(self.head_dim, eps=norm_eps) if qk_norm else nn.Identity()
-        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.proj = Linear(dim, dim, bias=proj_bias)
 
     def forward(self, x: torch.Tensor, rope: RopeTables | None = None) -> torch.Tensor:
         """x: [B, N, C] -> [B, N, C]."""
@@ -41,7 +41,7 @@ class Attention(nn.Module):
     def _project(self, x: torch.Tensor, rows: slice) -> torch.Tensor:
         """x: [B, N, C] through the `rows` of the fused qkv projection -> [B, N, rows / C, H, D]."""
         bias = None if self.qkv.bias is None else self.qkv.bias[rows]
-        out = F.linear(x, self.qkv.weight[rows], bias)
+        out = kernels.linear(x, self.qkv.weight[rows], bias)
         return out.view(x.shape[0], x.shape[1], -1, self.num_heads, self.head_dim)
 
     def queries(self, x: torch.Tensor, rope: RopeTables | None = None) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vggt.layers.linear import Linear
 from vggt.runtime import kernels
 
 
@@ -18,8 +19,8 @@ class GELU(nn.Module):
 class Mlp(nn.Module):
     def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None, bias: bool = True):
         super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
-        self.fc2 = nn.Linear(hidden_features, out_features or in_features, bias=bias)
+        self.fc1 = Linear(in_features, hidden_features, bias=bias)
+        self.fc2 = Linear(hidden_features, out_features or in_features, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(kernels.linear_gelu(x, self.fc1))

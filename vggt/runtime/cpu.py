@@ -5,9 +5,12 @@ Inference only (autograd off); training and every other device keep the plain Py
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
+from vggt.runtime import procfs
 from vggt.runtime.precision import cpu_bf16_instructions
 
 
@@ -31,6 +34,24 @@ def _onednn_bf16() -> bool:
 LINEAR_POINTWISE = _onednn_linear_pointwise()
 FUSED_MIN_ROWS = 256  # fewer rows stream the weight and the fused epilogue saves nothing (camera head: 8 rows)
 ONEDNN_BF16 = LINEAR_POINTWISE is not None and _onednn_bf16()
+FLOAT32_GEMM_ENV = "VGGT_CPU_FLOAT32_GEMM"  # onednn / mkl overrides float32_gemm_library's choice
+FLOAT32_GEMM_LIBRARIES = ("onednn", "mkl")
+
+
+def float32_gemm_library() -> str:
+    """Which library computes float32 linears in inference on this CPU: "onednn" on AMD CPUs, where MKL's sgemm
+    (torch's default) measured slower than oneDNN's (AMD EPYC Zen 2, 2 threads, VGGT-1B's aggregator at 8 x 224 px:
+    55.9 instead of 58.6 s; its GEMM shapes 4-10 % faster), "mkl" elsewhere and where this torch lacks oneDNN's
+    linear. FLOAT32_GEMM_ENV overrides the choice."""
+    forced = os.environ.get(FLOAT32_GEMM_ENV)
+    if forced is not None:
+        if forced not in FLOAT32_GEMM_LIBRARIES:
+            raise ValueError(f"{FLOAT32_GEMM_ENV}={forced!r}: use one of {', '.join(FLOAT32_GEMM_LIBRARIES)}")
+        return forced
+    return "onednn" if LINEAR_POINTWISE is not None and procfs.cpuinfo_field("vendor_id") == "AuthenticAMD" else "mkl"
+
+
+ONEDNN_FLOAT32 = float32_gemm_library() == "onednn"
 
 
 def _autocast_dtype() -> torch.dtype | None:
@@ -52,6 +73,26 @@ def fuses_linear_gelu(x: torch.Tensor, linear: nn.Linear) -> bool:
         and linear.weight.dtype == torch.bfloat16
         and torch.bfloat16 in (x.dtype, _autocast_dtype())
     )
+
+
+def onednn_computes_linear(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether `linear` computes F.linear(x, weight, ...) in oneDNN: float32 inference on a CPU whose float32 GEMMs
+    go to oneDNN (float32_gemm_library), outside autocast (whose casts F.linear applies), at least FUSED_MIN_ROWS
+    rows (fewer stream the weight, as MKL does too) and a row-major weight."""
+    return (
+        ONEDNN_FLOAT32
+        and not torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and _autocast_dtype() is None
+        and x.numel() >= FUSED_MIN_ROWS * x.shape[-1]
+        and weight.is_contiguous()
+    )
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear in one oneDNN call, where onednn_computes_linear holds: x [..., in] -> [..., out]."""
+    return LINEAR_POINTWISE(x, weight, bias, "none", [], "")
 
 
 def linear_gelu(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:

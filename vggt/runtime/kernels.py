@@ -1,9 +1,10 @@
-"""Compute kernels the model calls: attention, rotary embedding, exact GELU (alone or after a linear).
+"""Compute kernels the model calls: attention, rotary embedding, exact GELU (alone or after a linear), the
+transformer blocks' linears.
 
 Every attention, RoPE and GELU in `vggt/` goes through these functions. The backend is chosen per
 call from the tensor's device (npu -> fused torch_npu ops, cuda -> SDPA restricted to the flash /
-memory-efficient kernels, anything else -> plain PyTorch, and for bf16 inference on a CPU linear + GELU in one
-oneDNN call) and can be forced with the environment
+memory-efficient kernels, anything else -> plain PyTorch; for bf16 inference on a CPU linear + GELU in one
+oneDNN call, for float32 inference on an AMD CPU the linears in oneDNN) and can be forced with the environment
 variable VGGT_KERNELS=torch|cuda|npu (the tests run the NPU path on CPU tensors that way). The
 plain PyTorch functions of vggt.runtime.reference define the numerics every backend reproduces.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vggt.runtime import cpu, cuda, npu, reference
@@ -69,9 +71,17 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
     return reference.gelu(x)
 
 
-def linear_gelu(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-    """Exact GELU of linear(x): x [..., in] -> [..., out]; one fused oneDNN call for bf16 inference on a CPU (unless
-    VGGT_KERNELS forces a backend: VGGT_KERNELS=torch runs the two plain ops)."""
-    if not os.environ.get(KERNELS_ENV) and cpu.fuses_linear_gelu(x, linear):
-        return cpu.linear_gelu(x, linear)
-    return gelu(linear(x))
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear: x [..., in], weight [out, in] -> [..., out]; in oneDNN for float32 inference on a CPU where its GEMMs
+    are the faster (cpu.float32_gemm_library), unless VGGT_KERNELS forces a backend."""
+    if not os.environ.get(KERNELS_ENV) and cpu.onednn_computes_linear(x, weight):
+        return cpu.linear(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+def linear_gelu(x: torch.Tensor, linear_layer: nn.Linear) -> torch.Tensor:
+    """Exact GELU of linear_layer(x): x [..., in] -> [..., out]; one fused oneDNN call for bf16 inference on a CPU
+    (unless VGGT_KERNELS forces a backend: VGGT_KERNELS=torch runs the two plain ops)."""
+    if not os.environ.get(KERNELS_ENV) and cpu.fuses_linear_gelu(x, linear_layer):
+        return cpu.linear_gelu(x, linear_layer)
+    return gelu(linear_layer(x))

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 import torch
 
-from vggt.runtime import npu
+from vggt.runtime import npu, procfs
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -39,7 +38,6 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 CPU_BF16_ENV = "VGGT_CPU_BF16"  # 1 / 0 overrides the detection (tests; a CPU that reports its flags wrongly)
-PROC_CPUINFO = Path("/proc/cpuinfo")
 CPU_BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
 
 
@@ -58,12 +56,7 @@ def cpu_bf16_instructions() -> str | None:
     avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     if amx is not None and avx512_bf16 is not None:
         return "AMX-BF16" if amx() else "AVX512-BF16" if avx512_bf16() else None
-    flags = set()
-    if PROC_CPUINFO.is_file():
-        for line in PROC_CPUINFO.read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.partition(":")[2].split())
-                break
+    flags = set((procfs.cpuinfo_field("flags") or "").split())
     return next((name for flag, name in CPU_BF16_FLAGS.items() if flag in flags), None)
 
 
