@@ -12,6 +12,7 @@ import torch
 from tests.npu_emulation.install import install_torch_npu_emulation
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
+from vggt.runtime import procfs
 from vggt.runtime.precision import CPU_BF16_ENV
 
 # `--dtype auto` follows the CPU's bf16 instructions; the suite (and its subprocesses) runs the same on every CPU
@@ -23,6 +24,20 @@ def tiny_model() -> VGGT:
     """A randomly initialised tiny VGGT in eval mode (seeded)."""
     torch.manual_seed(0)
     return VGGT(config=VGGTConfig.tiny()).eval()
+
+
+@pytest.fixture
+def fake_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """fake(line): /proc/cpuinfo reads as two processors, the first with `line` ("flags : ...", "vendor_id : ...");
+    fake(None): there is no /proc/cpuinfo (not Linux)."""
+
+    def fake(line: str | None) -> None:
+        cpuinfo = tmp_path / "cpuinfo"
+        if line is not None:
+            cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\n{line}\n\nprocessor\t: 1\n")
+        monkeypatch.setattr(procfs, "PROC_CPUINFO", cpuinfo)
+
+    return fake
 
 
 @pytest.fixture

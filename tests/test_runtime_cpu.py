@@ -12,7 +12,7 @@ from torch import nn
 
 from vggt.layers.linear import Linear
 from vggt.models.vggt import VGGT
-from vggt.runtime import cpu, kernels, procfs
+from vggt.runtime import cpu, kernels
 from vggt.runtime.cpu import lay_out_linears_for_few_rows
 
 
@@ -113,17 +113,10 @@ def test_to_inference_device_lays_out_the_camera_head_on_a_cpu_with_amx(
 
 
 @pytest.fixture
-def cpuinfo_vendor(monkeypatch: pytest.MonkeyPatch, tmp_path):
+def cpuinfo_vendor(monkeypatch: pytest.MonkeyPatch, fake_cpuinfo):
     """float32_gemm_library on a CPU of the given vendor_id (None: no procfs), nothing forced."""
     monkeypatch.delenv(cpu.FLOAT32_GEMM_ENV, raising=False)
-
-    def fake(vendor: str | None) -> None:
-        cpuinfo = tmp_path / "cpuinfo"
-        if vendor is not None:
-            cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: 23\n\nprocessor\t: 1\n")
-        monkeypatch.setattr(procfs, "PROC_CPUINFO", cpuinfo)
-
-    return fake
+    return lambda vendor: fake_cpuinfo(None if vendor is None else f"vendor_id\t: {vendor}")
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vggt import runtime
-from vggt.runtime import precision, procfs
+from vggt.runtime import precision
 
 CPU = torch.device("cpu")
 SAPPHIRE_RAPIDS_FLAGS = "fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8"
@@ -27,19 +27,12 @@ def detect(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def old_torch_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp_path):
+def old_torch_cpuinfo(monkeypatch: pytest.MonkeyPatch, fake_cpuinfo):
     """torch without the private probes (< 2.3): detection reads the given /proc/cpuinfo flags line."""
     monkeypatch.delenv(precision.CPU_BF16_ENV, raising=False)
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
-
-    def fake(flags: str | None) -> None:
-        cpuinfo = tmp_path / "cpuinfo"
-        if flags is not None:
-            cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
-        monkeypatch.setattr(procfs, "PROC_CPUINFO", cpuinfo)
-
-    return fake
+    return lambda flags: fake_cpuinfo(None if flags is None else f"flags\t\t: {flags}")
 
 
 @pytest.mark.parametrize(
