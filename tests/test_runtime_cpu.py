@@ -151,7 +151,8 @@ def test_onednn_float32_linear_is_the_linear_within_float32_rounding(monkeypatch
     monkeypatch.setattr(cpu, "ONEDNN_FLOAT32", True)
     torch.manual_seed(0)
     weight, bias = torch.randn(96, 64), torch.randn(96)
-    x = torch.randn(2, cpu.FUSED_MIN_ROWS, 64)
+    tokens = torch.randn(2, 3 * cpu.FUSED_MIN_ROWS, 64)
+    x = tokens[:, cpu.FUSED_MIN_ROWS : 2 * cpu.FUSED_MIN_ROWS]  # a chunk of frames: not contiguous
     for w, b in ((weight, bias), (weight[32:], bias[32:]), (weight, None)):  # rows of a fused qkv weight, no bias
         with torch.no_grad():
             assert cpu.onednn_computes_linear(x, w)
