@@ -83,7 +83,7 @@ def test_linear_gelu_fuses_only_inference_on_a_cpu_in_the_weights_dtype(
     calls = []
     monkeypatch.setattr(cpu, "LINEAR_POINTWISE", lambda *args: calls.append(args))
     monkeypatch.setattr(cpu, "ONEDNN_BF16", True)  # the rule, not this CPU's oneDNN, is under test
-    linear, x = bf16_linear(), torch.randn(cpu.FUSED_MIN_ROWS, 64)
+    linear, x = bf16_linear(), torch.randn(cpu.ONEDNN_MIN_ROWS, 64)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         kernels.linear_gelu(x, linear)  # autograd on: training
         with torch.no_grad():
@@ -151,8 +151,8 @@ def test_onednn_float32_linear_is_the_linear_within_float32_rounding(monkeypatch
     monkeypatch.setattr(cpu, "ONEDNN_FLOAT32", True)
     torch.manual_seed(0)
     weight, bias = torch.randn(96, 64), torch.randn(96)
-    tokens = torch.randn(2, 3 * cpu.FUSED_MIN_ROWS, 64)
-    x = tokens[:, cpu.FUSED_MIN_ROWS : 2 * cpu.FUSED_MIN_ROWS]  # a chunk of frames: not contiguous
+    tokens = torch.randn(2, 3 * cpu.ONEDNN_MIN_ROWS, 64)
+    x = tokens[:, cpu.ONEDNN_MIN_ROWS : 2 * cpu.ONEDNN_MIN_ROWS]  # a chunk of frames: not contiguous
     for w, b in ((weight, bias), (weight[32:], bias[32:]), (weight, None)):  # rows of a fused qkv weight, no bias
         with torch.no_grad():
             assert cpu.onednn_computes_linear(x, w)
@@ -166,7 +166,7 @@ def test_onednn_float32_linear_runs_only_float32_inference_outside_autocast(monk
     calls = []
     monkeypatch.setattr(cpu, "LINEAR_POINTWISE", lambda *args: calls.append(args))
     monkeypatch.setattr(cpu, "ONEDNN_FLOAT32", True)  # the rule, not this CPU's vendor, is under test
-    layer, x = Linear(64, 8), torch.randn(cpu.FUSED_MIN_ROWS, 64)
+    layer, x = Linear(64, 8), torch.randn(cpu.ONEDNN_MIN_ROWS, 64)
     layer(x)  # autograd on: training
     with torch.no_grad():
         layer(x[:-1])  # fewer rows: the GEMM streams the weight
@@ -191,7 +191,7 @@ def test_onednn_float32_linear_runs_only_float32_inference_outside_autocast(monk
 @pytest.mark.skipif(cpu.LINEAR_POINTWISE is None, reason="this torch has no oneDNN linear")
 def test_the_model_gives_the_same_outputs_with_float32_gemms_in_onednn(monkeypatch, tiny_model: VGGT) -> None:
     images = torch.rand(1, 3, 3, 56, 56, generator=torch.Generator().manual_seed(0))
-    monkeypatch.setattr(cpu, "FUSED_MIN_ROWS", 1)  # the tiny model's GEMMs have few rows: every one goes to oneDNN
+    monkeypatch.setattr(cpu, "ONEDNN_MIN_ROWS", 1)  # the tiny model's GEMMs have few rows: every one goes to oneDNN
     calls = []
     onednn = cpu.LINEAR_POINTWISE
     monkeypatch.setattr(cpu, "LINEAR_POINTWISE", lambda *args: calls.append(1) or onednn(*args))

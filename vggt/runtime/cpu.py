@@ -32,7 +32,7 @@ def _onednn_bf16() -> bool:
 
 
 LINEAR_POINTWISE = _onednn_linear_pointwise()
-FUSED_MIN_ROWS = 256  # fewer rows stream the weight and the fused epilogue saves nothing (camera head: 8 rows)
+ONEDNN_MIN_ROWS = 256  # fewer rows stream the weight: oneDNN and its fused epilogue save nothing (camera head: 8)
 ONEDNN_BF16 = LINEAR_POINTWISE is not None and _onednn_bf16()
 FLOAT32_GEMM_ENV = "VGGT_CPU_FLOAT32_GEMM"  # onednn / mkl overrides float32_gemm_library's choice
 FLOAT32_GEMM_LIBRARIES = ("onednn", "mkl")
@@ -61,15 +61,18 @@ def _autocast_dtype() -> torch.dtype | None:
     return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
 
 
+def _onednn_sized_inference(x: torch.Tensor) -> bool:
+    """x: [..., in] is a CPU input of at least ONEDNN_MIN_ROWS rows, without autograd (oneDNN's ops have none)."""
+    return not torch.is_grad_enabled() and x.device.type == "cpu" and x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1]
+
+
 def fuses_linear_gelu(x: torch.Tensor, linear: nn.Linear) -> bool:
-    """Whether linear_gelu computes gelu(linear(x)) for these: a CPU input of at least FUSED_MIN_ROWS rows without
+    """Whether linear_gelu computes gelu(linear(x)) for these: a CPU input of at least ONEDNN_MIN_ROWS rows without
     autograd, bf16 weights (held in bf16 for inference, VGGT.hold_in_compute_dtype), and x in bf16 or under a bf16
     CPU autocast. Not float32: there it measured no faster in VGGT-1B's aggregator."""
     return (
         ONEDNN_BF16
-        and not torch.is_grad_enabled()
-        and x.device.type == "cpu"
-        and x.numel() >= FUSED_MIN_ROWS * x.shape[-1]
+        and _onednn_sized_inference(x)
         and linear.weight.dtype == torch.bfloat16
         and torch.bfloat16 in (x.dtype, _autocast_dtype())
     )
@@ -77,15 +80,13 @@ def fuses_linear_gelu(x: torch.Tensor, linear: nn.Linear) -> bool:
 
 def onednn_computes_linear(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether `linear` computes F.linear(x, weight, ...) in oneDNN: float32 inference on a CPU whose float32 GEMMs
-    go to oneDNN (float32_gemm_library), outside autocast (whose casts F.linear applies), at least FUSED_MIN_ROWS
-    rows (fewer stream the weight, as MKL does too) and a row-major weight."""
+    go to oneDNN (float32_gemm_library), outside autocast (whose casts F.linear applies), at least ONEDNN_MIN_ROWS
+    rows and a row-major weight."""
     return (
         ONEDNN_FLOAT32
-        and not torch.is_grad_enabled()
-        and x.device.type == "cpu"
+        and _onednn_sized_inference(x)
         and x.dtype == weight.dtype == torch.float32
         and _autocast_dtype() is None
-        and x.numel() >= FUSED_MIN_ROWS * x.shape[-1]
         and weight.is_contiguous()
     )
 
