@@ -4,12 +4,14 @@ float32 linears in oneDNN where its GEMMs are the faster."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vggt.layers.block import Block
 from vggt.layers.linear import Linear
 from vggt.models.vggt import VGGT
 from vggt.runtime import cpu, kernels
@@ -203,3 +205,37 @@ def test_the_model_gives_the_same_outputs_with_float32_gemms_in_onednn(monkeypat
     assert calls  # the aggregator, DINOv2 and camera trunk's linears went to oneDNN
     for name in ("pose_enc", "depth", "world_points"):
         torch.testing.assert_close(results[True][name], results[False][name], rtol=1e-4, atol=1e-5)
+
+
+def _compiled_graph_calls(module: nn.Module, x: torch.Tensor) -> tuple[list, torch.Tensor]:
+    """(what torch.compile's one graph of module(x) calls, its output): dynamo traces, nothing is lowered."""
+    calls: list = []
+
+    def recording_backend(graph_module: torch.fx.GraphModule, example_inputs: list) -> Callable:
+        calls.extend(node.target for node in graph_module.graph.nodes if node.op == "call_function")
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out = torch.compile(module, backend=recording_backend, fullgraph=True)(x)
+    return calls, out
+
+
+@pytest.mark.skipif(cpu.LINEAR_POINTWISE is None, reason="this torch has no oneDNN linear")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_inference_leaves_the_linears_to_the_compiler(monkeypatch, dtype: torch.dtype) -> None:
+    # inductor cannot lower oneDNN's linear on unpacked weights (torch 2.13: LoweringException), F.linear it can
+    monkeypatch.setattr(cpu, "ONEDNN_FLOAT32", True)
+    monkeypatch.setattr(cpu, "ONEDNN_BF16", True)  # the rule, not this CPU, is under test
+    block = Block(64, 4).eval().to(dtype)
+    x = torch.randn(2, cpu.ONEDNN_MIN_ROWS, 64, generator=torch.Generator().manual_seed(0)).to(dtype)
+    with torch.no_grad():  # eager: the linears (in bf16 fc1 with its GELU) are oneDNN's
+        fc1_in_onednn = cpu.fuses_linear_gelu(x, block.mlp.fc1) or cpu.onednn_computes_linear(x, block.mlp.fc1.weight)
+    assert fc1_in_onednn
+    calls, out = _compiled_graph_calls(block, x)
+    assert cpu.LINEAR_POINTWISE not in calls
+    assert calls.count(torch._C._nn.linear) == 4  # qkv, proj, fc1, fc2
+    monkeypatch.setattr(cpu, "ONEDNN_FLOAT32", False)
+    monkeypatch.setattr(cpu, "ONEDNN_BF16", False)
+    with torch.no_grad():
+        torch.testing.assert_close(out, block(x), rtol=0, atol=0)  # the plain ops, as eager without oneDNN

@@ -5,7 +5,9 @@ Inference only (autograd off); training and every other device keep the plain Py
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -54,6 +56,17 @@ def float32_gemm_library() -> str:
 ONEDNN_FLOAT32 = float32_gemm_library() == "onednn"
 
 
+def _is_compiling_function() -> Callable[[], bool]:
+    """torch.compiler.is_compiling (torch >= 2.3), else torch._dynamo's (imported only then: 1.6 s of import)."""
+    compiler = getattr(torch, "compiler", None)
+    if hasattr(compiler, "is_compiling"):
+        return compiler.is_compiling
+    return importlib.import_module("torch._dynamo").is_compiling
+
+
+_compiling = _is_compiling_function()  # True while torch.compile traces a call
+
+
 def _autocast_dtype() -> torch.dtype | None:
     """The CPU autocast dtype when CPU autocast is on, else None (torch 2.1 to 2.14 spell it differently)."""
     if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
@@ -62,8 +75,14 @@ def _autocast_dtype() -> torch.dtype | None:
 
 
 def _onednn_sized_inference(x: torch.Tensor) -> bool:
-    """x: [..., in] is a CPU input of at least ONEDNN_MIN_ROWS rows, without autograd (oneDNN's ops have none)."""
-    return not torch.is_grad_enabled() and x.device.type == "cpu" and x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1]
+    """x: [..., in] is a CPU input of at least ONEDNN_MIN_ROWS rows, without autograd (oneDNN's ops have none),
+    in eager mode: inductor cannot lower these ops on unpacked weights, and picks its own GEMMs for F.linear."""
+    return (
+        not torch.is_grad_enabled()
+        and not _compiling()
+        and x.device.type == "cpu"
+        and x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1]
+    )
 
 
 def fuses_linear_gelu(x: torch.Tensor, linear: nn.Linear) -> bool:

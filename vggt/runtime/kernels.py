@@ -3,8 +3,8 @@ transformer blocks' linears.
 
 Every attention, RoPE and GELU in `vggt/` goes through these functions. The backend is chosen per
 call from the tensor's device (npu -> fused torch_npu ops, cuda -> SDPA restricted to the flash /
-memory-efficient kernels, anything else -> plain PyTorch; for bf16 inference on a CPU linear + GELU in one
-oneDNN call, for float32 inference on an AMD CPU the linears in oneDNN) and can be forced with the environment
+memory-efficient kernels, anything else -> plain PyTorch; in eager bf16 inference on a CPU linear + GELU in one
+oneDNN call, in eager float32 inference on an AMD CPU the linears in oneDNN) and can be forced with the environment
 variable VGGT_KERNELS=torch|cuda|npu (the tests run the NPU path on CPU tensors that way). The
 plain PyTorch functions of vggt.runtime.reference define the numerics every backend reproduces.
 """
