@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -21,6 +25,12 @@ def _helper_rank_runs_out_of_memory() -> None:
 def _helper_rank_runs_out_of_disk() -> None:
     if dist.get_rank() == 1:
         raise OSError(28, "No space left on device")
+    dist.barrier()
+
+
+def _helper_rank_is_killed() -> None:
+    if dist.get_rank() == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer ends a process: no exception, no error file
     dist.barrier()
 
 
@@ -48,3 +58,12 @@ def test_other_errors_keep_their_traceback() -> None:
 def test_an_os_error_of_a_helper_rank_is_reported_as_a_message() -> None:
     with pytest.raises(ValueError, match=r"^process 1 of 2: \[Errno 28\] No space left on device$"):
         launch(2, "cpu", _helper_rank_runs_out_of_disk)
+
+
+@pytest.mark.slow
+def test_a_killed_helper_rank_ends_the_job_naming_its_signal() -> None:
+    begin = time.monotonic()
+    with pytest.raises(mp.ProcessExitedException) as caught:
+        launch(2, "cpu", _helper_rank_is_killed)
+    assert caught.value.error_index == 1 and caught.value.signal_name == "SIGKILL"
+    assert time.monotonic() - begin < 120  # rank 0's barrier is not left to gloo's 30-minute timeout
