@@ -10,12 +10,20 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import MissingMandatoryValue
+from torch import nn
 
 from tests.helpers import TORCH_HAS_CPU_FUSED_ADAMW
 from tests.training_helpers import CONFIG_DIR, LINE, compose_config, launch, parse_log, small_overrides
 from training.config_check import config_problems
 from training.trainer import Trainer, model_from_training_config, split_batch
-from training.utils.optim import GradientClipper, freeze, keep_frozen_in_eval, lr_at, step_unless_nonfinite
+from training.utils.optim import (
+    GradientClipper,
+    freeze,
+    hold_frozen_layers_in,
+    keep_frozen_in_eval,
+    lr_at,
+    step_unless_nonfinite,
+)
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
 from vggt.weights import read_state_dict
@@ -78,6 +86,33 @@ def test_a_frozen_aggregator_runs_without_autograd_and_the_heads_get_the_same_gr
     frozen.aggregator.requires_grad_(True)
     frozen(images)
     assert grad_modes == [False, True]
+
+
+def test_frozen_layers_held_in_bf16_compute_what_autocast_computes_and_hand_back_their_originals():
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.aggregator = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 5), nn.LayerNorm(5), nn.Linear(5, 2)
+    )
+    model.aggregator[:4].requires_grad_(False)
+    images = torch.rand(2, 3, 8, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def autocast_step() -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model.aggregator(images)
+        out.float().square().sum().backward()
+        return out, model.aggregator[4].weight.grad.clone()
+
+    expected = autocast_step()
+    originals = hold_frozen_layers_in(model, "aggregator", torch.bfloat16)
+    assert sorted(originals) == [f"aggregator.{i}.{p}" for i in (0, 2) for p in ("bias", "weight")]
+    for key, value in originals.items():
+        assert value.dtype == torch.float32 and torch.equal(value, before[key]), key
+    assert [model.aggregator[i].weight.dtype for i in (0, 2, 3, 4)] == [torch.bfloat16] * 2 + [torch.float32] * 2
+    for actual, wanted in zip(autocast_step(), expected):
+        assert torch.equal(actual, wanted)
 
 
 @pytest.mark.parametrize("rule", ["substring", "top_level"])
@@ -247,6 +282,39 @@ def test_a_frozen_module_without_weights_is_an_error_naming_it_unless_random_wei
     assert trainer.frozen == ["aggregator"]
     make_trainer(scenes_dir, tmp_path / "d", *FROZEN_AGGREGATOR, "model.random_frozen_weights=true")
     assert "keep random weights" in (tmp_path / "d" / "log.txt").read_text()
+
+
+def test_a_bf16_run_holds_the_frozen_aggregator_in_bf16_trains_alike_and_checkpoints_it_as_loaded(
+    scenes_dir, tmp_path, monkeypatch
+):
+    source = VGGT(config=VGGTConfig.tiny(), enable_track=False)
+    torch.save(source.state_dict(), tmp_path / "full.pt")
+    bf16_frozen = [*FROZEN_AGGREGATOR, f"model.init_weights={tmp_path / 'full.pt'}", "optim.amp_dtype=bfloat16"]
+    held = make_trainer(scenes_dir, tmp_path / "held", *bf16_frozen)
+    assert held.model.aggregator.frame_blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert held.model.depth_head.norm.weight.dtype == torch.float32  # the heads compute in float32
+    with monkeypatch.context() as patched:
+        patched.setattr("training.trainer.hold_frozen_layers_in", lambda model, name, dtype: {})
+        as_loaded = make_trainer(scenes_dir, tmp_path / "as_loaded", *bf16_frozen)
+    assert as_loaded.model.aggregator.frame_blocks[0].attn.qkv.weight.dtype == torch.float32
+    batch = held.to_device(next(iter(held.loader(held.train_set, held.cfg.data.train, 0, 0, 1))))
+    for trainer in (held, as_loaded):
+        trainer.set_train_mode()
+        trainer.train_step(batch)
+    for (name, actual), expected in zip(held.model.named_parameters(), as_loaded.model.parameters()):
+        if not name.startswith("aggregator"):
+            assert torch.equal(actual, expected), name
+
+    held.save()
+    saved = torch.load(held.checkpoint_path(), weights_only=True)["model"]
+    for key, value in source.state_dict().items():
+        if key.startswith("aggregator."):
+            assert saved[key].dtype == value.dtype and torch.equal(saved[key], value), key
+    resume = [o for o in bf16_frozen if not o.startswith("checkpoint.resume")] + ["checkpoint.resume=auto"]
+    resumed = make_trainer(scenes_dir, tmp_path / "held", *resume)
+    assert torch.equal(resumed.model.depth_head.norm.weight, held.model.depth_head.norm.weight)  # the trained step
+    assert resumed.model.aggregator.frame_blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert all(torch.equal(resumed.frozen_originals[k], v) for k, v in held.frozen_originals.items())
 
 
 def test_initial_weights_that_fit_no_tensor_are_an_error(scenes_dir, tmp_path):

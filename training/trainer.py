@@ -33,7 +33,14 @@ from training.utils.logging import (
     process_memory_gb,
     setup_logging,
 )
-from training.utils.optim import GradientClipper, freeze, keep_frozen_in_eval, lr_at, step_unless_nonfinite
+from training.utils.optim import (
+    GradientClipper,
+    freeze,
+    hold_frozen_layers_in,
+    keep_frozen_in_eval,
+    lr_at,
+    step_unless_nonfinite,
+)
 from training.utils.peer_watch import rank_label
 from vggt import runtime
 from vggt.config import VGGTConfig
@@ -198,6 +205,15 @@ class Trainer:
                 gradient_as_bucket_view=True,
                 bucket_cap_mb=cfg.distributed.bucket_cap_mb,
             )
+        # after DDP's broadcast of the loaded float32 weights; what checkpoints save in place of the held copies
+        self.frozen_originals: dict[str, torch.Tensor] = {}
+        if self.amp_dtype != torch.float32:
+            self.frozen_originals = hold_frozen_layers_in(self.model, "aggregator", self.amp_dtype)
+        if self.frozen_originals:
+            LOGGER.info(
+                f"frozen aggregator: {len(self.frozen_originals)} linear and convolution tensors held in {amp}, "
+                "which autocast computes them in (checkpoints keep them as loaded)"
+            )
         self.tensorboard = TensorBoard(self.run_dir / "tensorboard" if self.dist.is_main else None)
 
     # weights and checkpoints --------------------------------------------------------------------
@@ -240,7 +256,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         state = {
-            "model": self.model.state_dict(),
+            "model": {**self.model.state_dict(), **self.frozen_originals},
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,

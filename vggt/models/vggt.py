@@ -279,7 +279,8 @@ class VGGT(nn.Module, PyTorchModelHubMixin):
         casts: 8 % of VGGT-1B's bf16 aggregator on a CPU, and half their memory), and the layer outputs the heads
         read when `dtype` is bfloat16 (Aggregator.kept_dtype, chunked inference: half their memory; a rounding the
         bf16 bound covers). Layer norms, tokens and the heads' weights stay as they are (autocast computes layer
-        norms in float32). The aggregator must then run under that autocast; training keeps float32."""
+        norms in float32). The aggregator must then run under that autocast; training holds its frozen layers alike
+        (training.utils.optim.hold_frozen_layers_in), the weights only."""
         for layer in self.aggregator.modules():
             if isinstance(layer, (nn.Linear, nn.Conv2d)):
                 layer.to(dtype)
