@@ -16,14 +16,8 @@ from tests.helpers import TORCH_HAS_CPU_FUSED_ADAMW
 from tests.training_helpers import CONFIG_DIR, LINE, compose_config, launch, parse_log, small_overrides
 from training.config_check import config_problems
 from training.trainer import Trainer, model_from_training_config, split_batch
-from training.utils.optim import (
-    GradientClipper,
-    freeze,
-    hold_frozen_layers_in,
-    keep_frozen_in_eval,
-    lr_at,
-    step_unless_nonfinite,
-)
+from training.utils import optim
+from training.utils.optim import GradientClipper, freeze, keep_frozen_in_eval, lr_at, step_unless_nonfinite
 from vggt.config import VGGTConfig
 from vggt.models.vggt import VGGT
 from vggt.weights import read_state_dict
@@ -106,7 +100,7 @@ def test_frozen_layers_held_in_bf16_compute_what_autocast_computes_and_hand_back
         return out, model.aggregator[4].weight.grad.clone()
 
     expected = autocast_step()
-    originals = hold_frozen_layers_in(model, "aggregator", torch.bfloat16)
+    originals = optim.hold_frozen_layers_in(model, "aggregator", torch.bfloat16)
     assert sorted(originals) == [f"aggregator.{i}.{p}" for i in (0, 2) for p in ("bias", "weight")]
     for key, value in originals.items():
         assert value.dtype == torch.float32 and torch.equal(value, before[key]), key
