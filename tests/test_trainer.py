@@ -281,6 +281,9 @@ def test_a_frozen_module_without_weights_is_an_error_naming_it_unless_random_wei
 def test_a_bf16_run_holds_the_frozen_aggregator_in_bf16_trains_alike_and_checkpoints_it_as_loaded(
     scenes_dir, tmp_path, monkeypatch
 ):
+    # the plain ops on both sides: bf16 weights also enable the fused fc1 + GELU on inputs of >= 256 rows, whose
+    # rounding differs from the two ops' by up to a bf16 ulp (this preset's 212 rows a chunk stay below that)
+    monkeypatch.setenv("VGGT_KERNELS", "torch")
     source = VGGT(config=VGGTConfig.tiny(), enable_track=False)
     torch.save(source.state_dict(), tmp_path / "full.pt")
     bf16_frozen = [*FROZEN_AGGREGATOR, f"model.init_weights={tmp_path / 'full.pt'}", "optim.amp_dtype=bfloat16"]
