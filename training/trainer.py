@@ -205,13 +205,15 @@ class Trainer:
                 gradient_as_bucket_view=True,
                 bucket_cap_mb=cfg.distributed.bucket_cap_mb,
             )
-        # after DDP's broadcast of the loaded float32 weights; what checkpoints save in place of the held copies
-        self.frozen_originals: dict[str, torch.Tensor] = {}
+        # after DDP's broadcast of the loaded float32 weights; checkpoints save the originals in place of the held
+        # copies, and only rank 0 writes them: the other ranks let the originals go
+        held = {}
         if self.amp_dtype != torch.float32:
-            self.frozen_originals = hold_frozen_layers_in(self.model, "aggregator", self.amp_dtype)
-        if self.frozen_originals:
+            held = hold_frozen_layers_in(self.model, "aggregator", self.amp_dtype)
+        self.frozen_originals = held if self.dist.is_main else {}
+        if held:
             LOGGER.info(
-                f"frozen aggregator: {len(self.frozen_originals)} linear and convolution tensors held in {amp}, "
+                f"frozen aggregator: {len(held)} linear and convolution tensors held in {amp}, "
                 "which autocast computes them in (checkpoints keep them as loaded)"
             )
         self.tensorboard = TensorBoard(self.run_dir / "tensorboard" if self.dist.is_main else None)
