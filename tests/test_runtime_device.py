@@ -243,6 +243,17 @@ def test_autocast_runs_matmuls_in_the_requested_dtype_and_can_be_disabled_inside
         assert (a @ a).dtype == torch.float32
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, None])
+def test_autocast_computes_in_says_whether_a_cpu_matmul_under_it_comes_out_in_that_dtype(dtype):
+    a = torch.randn(4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.1 warns that CPU autocast takes bf16 only, and turns itself off
+        with runtime.autocast(CPU, dtype):
+            computed = (a @ a).dtype
+    expected = dtype not in (None, torch.float32) and computed == dtype
+    assert runtime.autocast_computes_in(CPU, dtype) == expected
+
+
 def test_parse_dtype_names_and_auto(monkeypatch):
     monkeypatch.setenv("VGGT_CPU_BF16", "1")
     assert runtime.parse_dtype("auto", CPU) == torch.bfloat16 == runtime.preferred_amp_dtype(CPU)

@@ -109,6 +109,13 @@ def test_frozen_layers_held_in_bf16_compute_what_autocast_computes_and_hand_back
         assert torch.equal(actual, wanted)
 
 
+def test_without_keeping_originals_frozen_layers_are_still_held_and_none_are_returned():
+    model = nn.Module()
+    model.aggregator = nn.Linear(3, 2).requires_grad_(False)
+    assert optim.hold_frozen_layers_in(model, "aggregator", torch.bfloat16, keep_originals=False) == {}
+    assert model.aggregator.weight.dtype == model.aggregator.bias.dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize("rule", ["substring", "top_level"])
 def test_clipper_clips_each_group_in_turn_by_upstreams_substring_rule_or_by_top_level_module(rule):
     model = VGGT(config=VGGTConfig.tiny(), enable_track=False, enable_point=False)
@@ -291,7 +298,7 @@ def test_a_bf16_run_holds_the_frozen_aggregator_in_bf16_trains_alike_and_checkpo
     assert held.model.aggregator.frame_blocks[0].attn.qkv.weight.dtype == torch.bfloat16
     assert held.model.depth_head.norm.weight.dtype == torch.float32  # the heads compute in float32
     with monkeypatch.context() as patched:
-        patched.setattr("training.trainer.hold_frozen_layers_in", lambda model, name, dtype: {})
+        patched.setattr("training.trainer.hold_frozen_layers_in", lambda *args, **kwargs: {})
         as_loaded = make_trainer(scenes_dir, tmp_path / "as_loaded", *bf16_frozen)
     assert as_loaded.model.aggregator.frame_blocks[0].attn.qkv.weight.dtype == torch.float32
     batch = held.to_device(next(iter(held.loader(held.train_set, held.cfg.data.train, 0, 0, 1))))

@@ -206,16 +206,17 @@ class Trainer:
                 bucket_cap_mb=cfg.distributed.bucket_cap_mb,
             )
         # after DDP's broadcast of the loaded float32 weights; checkpoints save the originals in place of the held
-        # copies, and only rank 0 writes them: the other ranks let the originals go
-        held = {}
-        if self.amp_dtype != torch.float32:
-            held = hold_frozen_layers_in(self.model, "aggregator", self.amp_dtype)
-        self.frozen_originals = held if self.dist.is_main else {}
-        if held:
-            LOGGER.info(
-                f"frozen aggregator: {len(held)} linear and convolution tensors held in {amp}, "
-                "which autocast computes them in (checkpoints keep them as loaded)"
+        # copies, and only rank 0 writes them: the other ranks keep none
+        self.frozen_originals: dict[str, torch.Tensor] = {}
+        if runtime.autocast_computes_in(self.device, self.amp_dtype):
+            self.frozen_originals = hold_frozen_layers_in(
+                self.model, "aggregator", self.amp_dtype, keep_originals=self.dist.is_main
             )
+            if self.frozen_originals:
+                LOGGER.info(
+                    f"frozen aggregator: {len(self.frozen_originals)} linear and convolution tensors held in {amp}, "
+                    "which autocast computes them in (checkpoints keep them as loaded)"
+                )
         self.tensorboard = TensorBoard(self.run_dir / "tensorboard" if self.dist.is_main else None)
 
     # weights and checkpoints --------------------------------------------------------------------

@@ -55,19 +55,22 @@ def keep_frozen_in_eval(model: nn.Module, frozen: Sequence[str]) -> None:
 CLIP_RULES = ("substring", "top_level")
 
 
-def hold_frozen_layers_in(model: nn.Module, module_name: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def hold_frozen_layers_in(
+    model: nn.Module, module_name: str, dtype: torch.dtype, keep_originals: bool = True
+) -> dict[str, torch.Tensor]:
     """Every nn.Linear and nn.Conv2d under model.`module_name` that has no trainable parameter, run under an
     autocast to `dtype`: its parameters stored in `dtype`, the values autocast casts them to on every call (the
     same outputs without a per-step cast of every frozen weight, and half their device memory; bf16 inference on a
-    CPU then also takes its fused fc1 + GELU, cpu.fuses_linear_gelu). Returns their originals by model state-dict
-    key, on the host (on a CPU the same tensors, no copy), for checkpoints to keep the weights as loaded."""
+    CPU then also takes its fused fc1 + GELU, cpu.fuses_linear_gelu, within a bf16 ulp of the two ops). Returns
+    their originals by model state-dict key, on the host (on a CPU the same tensors, no copy), for checkpoints to
+    keep the weights as loaded; none without keep_originals (ranks that write no checkpoint)."""
     originals: dict[str, torch.Tensor] = {}
     for name, layer in model.get_submodule(module_name).named_modules():
         if not isinstance(layer, (nn.Linear, nn.Conv2d)) or any(p.requires_grad for p in layer.parameters()):
             continue
         prefix = ".".join(part for part in (module_name, name) if part)
         for key, param in layer.named_parameters(recurse=False):
-            if param.dtype != dtype:
+            if keep_originals and param.dtype != dtype:
                 originals[f"{prefix}.{key}"] = param.detach().cpu()
         layer.to(dtype)
     return originals

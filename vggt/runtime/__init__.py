@@ -22,6 +22,7 @@ from vggt.runtime.device import (
 from vggt.runtime.optim import adamw
 from vggt.runtime.precision import (
     autocast,
+    autocast_computes_in,
     autocast_disabled,
     bf16_supported,
     cpu_bf16_instructions,
@@ -37,6 +38,7 @@ __all__ = [
     "accelerator_module",
     "adamw",
     "autocast",
+    "autocast_computes_in",
     "autocast_disabled",
     "backend_device",
     "bf16_supported",

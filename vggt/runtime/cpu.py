@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from vggt.runtime import procfs
-from vggt.runtime.precision import cpu_bf16_instructions
+from vggt.runtime.precision import cpu_autocast_dtype, cpu_bf16_instructions
 
 
 def _onednn_linear_pointwise():
@@ -67,13 +67,6 @@ def _is_compiling_function() -> Callable[[], bool]:
 _compiling = _is_compiling_function()  # True while torch.compile traces a call
 
 
-def _autocast_dtype() -> torch.dtype | None:
-    """The CPU autocast dtype when CPU autocast is on, else None (torch 2.1 to 2.14 spell it differently)."""
-    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
-        return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
-    return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
-
-
 def _onednn_sized_inference(x: torch.Tensor) -> bool:
     """x: [..., in] is a CPU input of at least ONEDNN_MIN_ROWS rows, without autograd (oneDNN's ops have none),
     in eager mode: inductor cannot lower these ops on unpacked weights, and picks its own GEMMs for F.linear."""
@@ -93,7 +86,7 @@ def fuses_linear_gelu(x: torch.Tensor, linear: nn.Linear) -> bool:
         ONEDNN_BF16
         and _onednn_sized_inference(x)
         and linear.weight.dtype == torch.bfloat16
-        and torch.bfloat16 in (x.dtype, _autocast_dtype())
+        and torch.bfloat16 in (x.dtype, cpu_autocast_dtype())
     )
 
 
@@ -105,7 +98,7 @@ def onednn_computes_linear(x: torch.Tensor, weight: torch.Tensor) -> bool:
         ONEDNN_FLOAT32
         and _onednn_sized_inference(x)
         and x.dtype == weight.dtype == torch.float32
-        and _autocast_dtype() is None
+        and cpu_autocast_dtype() is None
         and weight.is_contiguous()
     )
 

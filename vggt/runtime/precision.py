@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 
 import torch
 
@@ -22,6 +23,26 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None or dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def cpu_autocast_dtype() -> torch.dtype | None:
+    """The CPU autocast dtype when CPU autocast is on, else None (torch 2.1 to 2.14 spell it differently)."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+    return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+
+
+def autocast_computes_in(device: torch.device, dtype: torch.dtype | None) -> bool:
+    """Whether autocast(device, dtype) computes in `dtype`: not for None or float32, nor where torch turns it off
+    (torch 2.1's CPU autocast does so, with a warning, for float16)."""
+    if dtype is None or dtype == torch.float32:
+        return False
+    if device.type != "cpu":
+        return True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with autocast(device, dtype):
+            return cpu_autocast_dtype() == dtype
 
 
 def autocast_disabled(device: torch.device) -> contextlib.AbstractContextManager:
