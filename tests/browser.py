@@ -136,13 +136,29 @@ class AppPage:
     def text(self, selector: str) -> str:
         return self.tab.evaluate(f"(document.querySelector({selector!r}) || {{innerText: ''}}).innerText") or ""
 
+    def holds(self, expression: str) -> bool | None:
+        """True once the JavaScript `expression` is truthy in the page; None before, or while a document loads."""
+        try:
+            return bool(self.tab.evaluate(expression)) or None
+        except PageNotReady:
+            return None
+
+    def open(self, url: str) -> None:
+        """Navigate to `url` and wait for the new document's file input: the document being left, which may still
+        answer for a moment, is marked first so that it is never taken for the new one."""
+        self.tab.evaluate("document.vggtLeftBehind = true")
+        self.tab.call("Page.navigate", url=url)
+        fresh = "!document.vggtLeftBehind && !!document.querySelector(" + repr(APP_FILE_INPUT) + ")"
+        wait_for(lambda: self.holds(fresh), "the app page to load", self.deadline)
+
     def upload_and_reconstruct(self, paths: list[Path]) -> None:
         ready = "!!document.querySelector(" + repr(APP_FILE_INPUT) + ")"
-        wait_for(lambda: self.tab.evaluate(ready) or None, "the file input", self.deadline)
+        wait_for(lambda: self.holds(ready), "the file input", self.deadline)
         self.tab.set_files(APP_FILE_INPUT, paths)
         shown = lambda: all(path.stem in self.text("#vggt-images") for path in paths) or None  # noqa: E731
         wait_for(shown, "the uploaded files to be listed", self.deadline)
-        self.tab.evaluate("document.querySelector('#vggt-reconstruct').click()")
+        click = "(() => { const b = document.querySelector('#vggt-reconstruct'); if (b) b.click(); return !!b; })()"
+        wait_for(lambda: self.holds(click), "the reconstruct button", self.deadline)
 
     def canvas(self) -> np.ndarray | None:
         """The screenshot's part inside the scene's canvas, None before there is one."""

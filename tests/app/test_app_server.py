@@ -134,7 +134,7 @@ def test_the_page_reconstructs_and_draws_the_scene_in_headless_chromium(
         page = AppPage(tab, deadline)
         try:
             tab.call("Network.enable")
-            tab.call("Page.navigate", url=server.url)
+            page.open(server.url)
             page.upload_and_reconstruct(magenta_images)
             drawn: list[np.ndarray] = []
 
@@ -154,7 +154,7 @@ def test_the_page_reconstructs_and_draws_the_scene_in_headless_chromium(
             status = page.text("#vggt-status")
             assert f"Reconstructed {len(magenta_images)} frames" in status, status
 
-            tab.call("Page.navigate", url=server.url)  # a new session
+            page.open(server.url)  # a new session
             notes = tmp_path / "notes.txt"
             notes.write_text("not an image")
             page.upload_and_reconstruct([notes])
