@@ -318,6 +318,7 @@ def test_a_bf16_run_holds_the_frozen_aggregator_in_bf16_trains_alike_and_checkpo
     resumed = make_trainer(scenes_dir, tmp_path / "held", *resume)
     assert torch.equal(resumed.model.depth_head.norm.weight, held.model.depth_head.norm.weight)  # the trained step
     assert resumed.model.aggregator.frame_blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert held.frozen_originals and resumed.frozen_originals.keys() == held.frozen_originals.keys()
     assert all(torch.equal(resumed.frozen_originals[k], v) for k, v in held.frozen_originals.items())
 
 
